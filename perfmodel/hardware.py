@@ -1,0 +1,386 @@
+"""The hardware-spec schema: accelerators, memory/storage tiers, links and systems.
+
+Every number in a spec file is a :class:`Spec`: a value with the source it came from (a key into the
+file's ``sources`` table, which gives the document title and URL) or a ``derived`` note saying how it
+was computed from other numbers. Field names carry units (``memory_gb``, ``bandwidth_gbps``); the
+unit and the plausible range of each field are declared once, in :data:`UNITS`, so loading can reject a
+number given in the wrong unit (bytes where GB were meant, bits where bytes were meant).
+
+Conventions: GB = 1e9 bytes, ``_gbps`` = GB/s (1e9 bytes per second, *not* gigabits), TFLOP/s are
+**dense** (no 2:4 sparsity), link bandwidths are **per direction**.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(Strict):
+    """A document a number was read from."""
+
+    title: str
+    url: str | None = None
+    note: str | None = None
+
+
+class Spec(Strict):
+    """One number with its provenance: ``source`` (a key of the file's ``sources``) and/or ``derived``."""
+
+    value: float
+    source: str | None = None
+    derived: str | None = None
+    note: str | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _finite_positive(cls, v: float) -> float:
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError("expected a positive, finite number")
+        return v
+
+    @model_validator(mode="after")
+    def _has_provenance(self) -> "Spec":
+        if not self.source and not self.derived:
+            raise ValueError("every number needs a 'source' (a key of 'sources') or a 'derived' note")
+        return self
+
+
+class Dtype(str, Enum):
+    fp64 = "fp64"
+    fp64_tensor = "fp64_tensor"
+    fp32 = "fp32"
+    tf32 = "tf32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp8 = "fp8"
+    int8 = "int8"
+    fp6 = "fp6"
+    fp4 = "fp4"
+    int4 = "int4"
+
+
+# field name -> (unit, lowest plausible, highest plausible). Ranges catch wrong units, not rare parts.
+UNITS: dict[str, tuple[str, float, float]] = {
+    "peak_tflops": ("TFLOP/s", 0.05, 50_000),
+    "sparse_tflops": ("TFLOP/s", 0.05, 100_000),
+    "memory_gb": ("GB", 1, 5_000),
+    "memory_bandwidth_gbps": ("GB/s", 10, 100_000),
+    "l2_cache_mb": ("MB", 0.1, 2_000),
+    "llc_mb": ("MB", 0.1, 10_000),
+    "compute_units": ("count", 1, 100_000),
+    "boost_clock_mhz": ("MHz", 100, 10_000),
+    "tdp_w": ("W", 5, 5_000),
+    "price_per_hour_usd": ("USD/h", 0.01, 1_000),
+    "gemm_peak_fraction": ("fraction", 0.05, 1.0),
+    "memory_bandwidth_fraction": ("fraction", 0.05, 1.0),
+    "kernel_floor_us": ("us", 0.1, 1_000),
+    "capacity_gb": ("GB", 0.001, 10_000_000),
+    "read_gbps": ("GB/s", 0.01, 100_000),
+    "write_gbps": ("GB/s", 0.01, 100_000),
+    "latency_us": ("us", 0.001, 100_000),
+    "internal_bandwidth_gbps": ("GB/s", 1, 1_000_000),
+    "compute_per_unit_gflops": ("GFLOP/s", 0.001, 1_000_000),
+    "units": ("count", 1, 10_000_000),
+    "clock_mhz": ("MHz", 10, 10_000),
+    "bandwidth_gbps": ("GB/s", 0.1, 100_000),
+    "achievable_fraction": ("fraction", 0.05, 1.0),
+    "accelerators_per_node": ("count", 1, 100_000),
+    "links_per_accelerator": ("count", 1, 1_000),
+    "domain_size": ("count", 1, 100_000),
+    "nics_per_node": ("count", 1, 10_000),
+    "nic_bandwidth_gbps": ("GB/s", 0.1, 100_000),
+    "cpu_cores": ("count", 1, 100_000),
+    "node_power_w": ("W", 10, 2_000_000),
+}
+
+FRACTION_FIELDS = {k for k, (u, *_r) in UNITS.items() if u == "fraction"}
+COUNT_FIELDS = {k for k, (u, *_r) in UNITS.items() if u == "count"}
+
+
+def unit_of(field: str) -> str:
+    return UNITS[field][0]
+
+
+class Entry(Strict):
+    """What every spec file has: an id, its kind, a display name and its sources."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$")]
+    name: str
+    description: str | None = None
+    sources: dict[str, Source] = Field(default_factory=dict)
+
+    def specs(self) -> list[tuple[str, Spec]]:
+        """Every sourced number in the entry as (dotted field path, Spec)."""
+        out: list[tuple[str, Spec]] = []
+        _walk(self, "", out)
+        return out
+
+    @model_validator(mode="after")
+    def _check_numbers(self) -> "Entry":
+        for path, spec in self.specs():
+            if spec.source and spec.source not in self.sources:
+                known = ", ".join(sorted(self.sources)) or "none defined"
+                raise ValueError(
+                    f"{path}.source: '{spec.source}' is not a key of 'sources' (known: {known})"
+                )
+            field = _unit_field(path)
+            if field is None:
+                continue
+            unit, lo, hi = UNITS[field]
+            if not lo <= spec.value <= hi:
+                raise ValueError(
+                    f"{path}.value: expected {unit} between {lo:g} and {hi:g}, got {spec.value:g}"
+                    f"{_unit_hint(unit, spec.value, hi)}"
+                )
+            if field in COUNT_FIELDS and spec.value != int(spec.value):
+                raise ValueError(f"{path}.value: expected a whole count, got {spec.value:g}")
+        return self
+
+
+def _unit_hint(unit: str, value: float, hi: float) -> str:
+    if value > hi and unit in ("GB", "GB/s"):
+        return " (was it given in bytes or bits? this field is in " + unit + ")"
+    if unit == "fraction" and value > 1:
+        return " (fractions are 0-1, not percent)"
+    return ""
+
+
+def _unit_field(path: str) -> str | None:
+    for part in reversed(path.split(".")):
+        if part in UNITS:
+            return part
+    return None
+
+
+def _walk(obj: BaseModel, prefix: str, out: list[tuple[str, Spec]]) -> None:
+    for name in type(obj).model_fields:
+        val = getattr(obj, name)
+        path = f"{prefix}{name}"
+        if isinstance(val, Spec):
+            out.append((path, val))
+        elif isinstance(val, BaseModel):
+            _walk(val, path + ".", out)
+        elif isinstance(val, dict):
+            for k, v in val.items():
+                key = k.value if isinstance(k, Enum) else k
+                if isinstance(v, Spec):
+                    out.append((f"{path}.{key}", v))
+                elif isinstance(v, BaseModel) and not isinstance(v, Source):
+                    _walk(v, f"{path}.{key}.", out)
+        elif isinstance(val, list):
+            for i, v in enumerate(val):
+                if isinstance(v, BaseModel):
+                    _walk(v, f"{path}.{i}.", out)
+
+
+class Efficiency(Strict):
+    """Achievable fractions of peak, measured by microbenchmarks (global per device, cited)."""
+
+    gemm_peak_fraction: Spec | None = None
+    memory_bandwidth_fraction: Spec | None = None
+    kernel_floor_us: Spec | None = None
+
+
+class Accelerator(Entry):
+    """A GPU/NPU/TPU: dense peak rates per dtype, memory, caches, compute units, power and price."""
+
+    kind: Literal["accelerator"]
+    vendor: str
+    form_factor: str | None = None
+    peak_tflops: dict[Dtype, Spec]
+    sparse_tflops: dict[Dtype, Spec] = Field(default_factory=dict)
+    memory_type: str
+    memory_gb: Spec
+    memory_bandwidth_gbps: Spec
+    l2_cache_mb: Spec | None = None
+    llc_mb: Spec | None = None
+    compute_unit_name: str = "SM"
+    compute_units: Spec | None = None
+    boost_clock_mhz: Spec | None = None
+    tdp_w: Spec
+    price_per_hour_usd: Spec | None = None
+    efficiency: Efficiency = Field(default_factory=Efficiency)
+    default_system: str | None = Field(
+        default=None, description="system id used when a system is written as 'N x DEVICE'"
+    )
+
+    @model_validator(mode="after")
+    def _sparse_not_below_dense(self) -> "Accelerator":
+        if not self.peak_tflops:
+            raise ValueError("peak_tflops: expected at least one dtype with a dense peak")
+        for dt, sp in self.sparse_tflops.items():
+            dense = self.peak_tflops.get(dt)
+            if dense is None:
+                raise ValueError(f"sparse_tflops.{dt.value}: no dense peak_tflops.{dt.value} to compare with")
+            if sp.value < dense.value:
+                raise ValueError(
+                    f"sparse_tflops.{dt.value}: sparse ({sp.value:g}) must not be below dense ({dense.value:g})"
+                )
+        return self
+
+    def peak(self, dtype: str) -> float:
+        """Dense peak TFLOP/s for a dtype, with fp16<->bf16 and int8<->fp8 treated as interchangeable."""
+        for d in (dtype, *_DTYPE_FALLBACK.get(dtype, ())):
+            s = self.peak_tflops.get(Dtype(d))
+            if s is not None:
+                return s.value
+        from .errors import InputError
+
+        have = ", ".join(d.value for d in self.peak_tflops)
+        raise InputError(f"{self.id}: no dense peak for dtype '{dtype}' (it has: {have})")
+
+
+_DTYPE_FALLBACK = {"bf16": ("fp16",), "fp16": ("bf16",), "int8": ("fp8",), "fp8": ("int8",)}
+
+
+class TierType(str, Enum):
+    host_dram = "host_dram"
+    cpu_memory = "cpu_memory"
+    cxl = "cxl"
+    nvme = "nvme"
+    pim = "pim"
+
+
+class Pim(Strict):
+    """Processing-in-memory: bandwidth seen by the in-memory compute, compute per bank or channel."""
+
+    unit_kind: Literal["bank", "channel", "tile", "pseudo_channel", "stack"]
+    units: Spec
+    internal_bandwidth_gbps: Spec
+    compute_per_unit_gflops: Spec
+    clock_mhz: Spec | None = None
+    precision: str = "fp16"
+    supported_ops: list[str]
+
+    @property
+    def compute_gflops(self) -> float:
+        return self.units.value * self.compute_per_unit_gflops.value
+
+
+class Tier(Entry):
+    """A memory or storage tier: capacity, read/write bandwidth, latency, and the link it hangs off."""
+
+    kind: Literal["tier"]
+    tier_type: TierType
+    technology: str
+    capacity_gb: Spec
+    read_gbps: Spec
+    write_gbps: Spec
+    latency_us: Spec
+    link: str | None = Field(default=None, description="link id that attaches the tier (PCIe, C2C)")
+    pim: Pim | None = None
+
+    @model_validator(mode="after")
+    def _pim_present(self) -> "Tier":
+        if (self.tier_type == TierType.pim) != (self.pim is not None):
+            raise ValueError("pim: expected a 'pim' block exactly when tier_type is 'pim'")
+        return self
+
+
+class LinkType(str, Enum):
+    nvlink = "nvlink"
+    nvlink_c2c = "nvlink_c2c"
+    xgmi = "xgmi"
+    pcie = "pcie"
+    infiniband = "infiniband"
+    roce = "roce"
+    slingshot = "slingshot"
+    ethernet = "ethernet"
+    ici = "ici"
+    unified_bus = "unified_bus"
+
+
+class Link(Entry):
+    """A link or network port: bandwidth per direction and latency."""
+
+    kind: Literal["link"]
+    link_type: LinkType
+    scope: Literal["scale_up", "scale_out", "host", "chip_to_chip"]
+    bandwidth_gbps: Spec = Field(description="per direction, per link or port, GB/s")
+    latency_us: Spec
+    achievable_fraction: Spec | None = None
+
+
+class Topology(str, Enum):
+    switch = "switch"
+    full_mesh = "full_mesh"
+    partial_mesh = "partial_mesh"
+    torus_2d = "torus_2d"
+    torus_3d = "torus_3d"
+    none = "none"
+
+
+class ScaleUp(Strict):
+    link: str
+    links_per_accelerator: Spec
+    topology: Topology
+    domain_size: Spec
+    in_network_reduction: Literal["none", "nvls", "sharp"] = "none"
+
+
+class ScaleOut(Strict):
+    link: str
+    nics_per_node: Spec
+    in_network_reduction: Literal["none", "sharp"] = "none"
+
+
+class Host(Strict):
+    cpu: str
+    cpu_cores: Spec | None = None
+    link: str = Field(description="host<->accelerator link id (PCIe, NVLink-C2C, Infinity Fabric)")
+    links_per_accelerator: Spec | None = None
+    memory_tier: str
+    memory_gb: Spec
+
+
+class TierSlot(Strict):
+    tier: str
+    capacity_gb: Spec | None = None
+
+
+class System(Entry):
+    """A node or scale-up domain: accelerators, scale-up and scale-out links, host and tiers."""
+
+    kind: Literal["system"]
+    accelerator: str
+    accelerators_per_node: Spec
+    scale_up: ScaleUp
+    scale_out: ScaleOut | None = None
+    host: Host
+    tiers: list[TierSlot] = Field(default_factory=list)
+    node_power_w: Spec | None = None
+
+    @property
+    def gpus_per_node(self) -> int:
+        return int(self.accelerators_per_node.value)
+
+    def referenced_ids(self) -> list[tuple[str, str, str]]:
+        """(field path, kind, id) for every id this system names, checked after the whole DB loads."""
+        refs = [
+            ("accelerator", "accelerator", self.accelerator),
+            ("scale_up.link", "link", self.scale_up.link),
+            ("host.link", "link", self.host.link),
+            ("host.memory_tier", "tier", self.host.memory_tier),
+        ]
+        if self.scale_out is not None:
+            refs.append(("scale_out.link", "link", self.scale_out.link))
+        refs += [(f"tiers.{i}.tier", "tier", t.tier) for i, t in enumerate(self.tiers)]
+        return refs
+
+
+AnyEntry = Annotated[Union[Accelerator, Tier, Link, System], Field(discriminator="kind")]
+KINDS = ("accelerator", "tier", "link", "system")
+ENTRY_TYPES: dict[str, type[Entry]] = {
+    "accelerator": Accelerator,
+    "tier": Tier,
+    "link": Link,
+    "system": System,
+}
