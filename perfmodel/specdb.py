@@ -183,6 +183,22 @@ class Database:
             raise InputError(f"--gpus: expected a positive count, got {n}")
         return SystemRef(sysm, self.accelerator(sysm.accelerator), n)
 
+    def scale_up_gbps(self, sysm: System) -> float:
+        """Scale-up bandwidth per accelerator, per direction: links x per-link GB/s."""
+        return sysm.scale_up.links_per_accelerator.value * self.link(sysm.scale_up.link).bandwidth_gbps.value
+
+    def scale_out_gbps(self, sysm: System) -> float:
+        """Scale-out (NIC) bandwidth per accelerator, per direction; 0 for a system without NICs."""
+        if sysm.scale_out is None:
+            return 0.0
+        per_node = sysm.scale_out.nics_per_node.value * self.link(sysm.scale_out.link).bandwidth_gbps.value
+        return per_node / sysm.gpus_per_node
+
+    def host_gbps(self, sysm: System) -> float:
+        """Host link bandwidth per accelerator, per direction."""
+        n = sysm.host.links_per_accelerator.value if sysm.host.links_per_accelerator else 1.0
+        return n * self.link(sysm.host.link).bandwidth_gbps.value
+
     # -- building -------------------------------------------------------------------------------
     def _add(self, entry: Entry, raw: dict, path: Path, user: bool) -> None:
         kind = entry.kind  # type: ignore[attr-defined]

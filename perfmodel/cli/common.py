@@ -1,0 +1,99 @@
+"""What every command shares: the error boundary, --json/--specs options, and output helpers.
+
+Bad input (:class:`~perfmodel.errors.InputError`) becomes one line on stderr and exit code 2; an
+unexpected exception is a bug: one line and exit 1 (set ``PERFMODEL_DEBUG=1`` for the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any, Optional
+
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from ..errors import InputError
+from ..specdb import Database, load_database
+
+def _width() -> int | None:
+    """Terminal width on a TTY; wide (COLUMNS or 160) when piped, so tables and goldens are stable."""
+    if sys.stdout.isatty():
+        return None
+    try:
+        return max(int(os.environ.get("COLUMNS", "160")), 100)
+    except ValueError:
+        return 160
+
+
+console = Console(highlight=False, soft_wrap=False, width=_width())
+err_console = Console(stderr=True, highlight=False)
+
+
+class Group(TyperGroup):
+    """Root group: turns InputError (anywhere below) into one line + exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InputError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(code=2) from None
+        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort, SystemExit):
+            raise
+        except Exception as e:  # a bug, not bad input
+            if os.environ.get("PERFMODEL_DEBUG"):
+                raise
+            typer.echo(f"internal error: {type(e).__name__}: {e} (PERFMODEL_DEBUG=1 shows the traceback)",
+                       err=True)
+            raise typer.Exit(code=1) from None
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
+SpecsOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--specs", help="Extra spec files or folders (also PERFMODEL_SPECS); same id overrides.",
+                 metavar="DIR"),
+]
+
+
+def database(specs: list[str] | None) -> Database:
+    """The database with the user's spec folders; says on stderr which built-in entries they replace."""
+    db = load_database(tuple(specs or ()))
+    for o in db.overrides:
+        typer.echo(f"note: {o.id} from {o.user_file} overrides the entry in {o.replaced_file}", err=True)
+    return db
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "model_dump"):
+        return o.model_dump(mode="json")
+    if hasattr(o, "value"):
+        return o.value
+    return str(o)
+
+
+def fmt_num(x: float | None, digits: int = 4) -> str:
+    """Compact human number: 989.4, 3,350, 0.6, 1.2e+04 avoided for ordinary magnitudes."""
+    if x is None:
+        return "-"
+    if x == int(x) and abs(x) < 1e15:
+        return f"{int(x):,}"
+    if abs(x) >= 100:
+        return f"{x:,.1f}"
+    return f"{x:.{digits}g}"
+
+
+def fmt_params(n: float) -> str:
+    if n >= 1e12:
+        return f"{n / 1e12:.3g}T"
+    if n >= 1e9:
+        return f"{n / 1e9:.4g}B"
+    return f"{n / 1e6:.4g}M"
