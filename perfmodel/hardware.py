@@ -32,11 +32,17 @@ class Source(Strict):
 
 
 class Spec(Strict):
-    """One number with its provenance: ``source`` (a key of the file's ``sources``) and/or ``derived``."""
+    """One number with its provenance.
+
+    ``source`` is a key of the file's ``sources``; ``derived`` says how the number follows from others;
+    ``assumed`` marks a modelling assumption that no read source gives (why it was chosen). A number needs
+    at least one of the three; ``hardware show`` labels assumptions so nobody mistakes them for figures.
+    """
 
     value: float
     source: str | None = None
     derived: str | None = None
+    assumed: str | None = None
     note: str | None = None
 
     @field_validator("value")
@@ -48,8 +54,10 @@ class Spec(Strict):
 
     @model_validator(mode="after")
     def _has_provenance(self) -> "Spec":
-        if not self.source and not self.derived:
-            raise ValueError("every number needs a 'source' (a key of 'sources') or a 'derived' note")
+        if not (self.source or self.derived or self.assumed):
+            raise ValueError(
+                "every number needs a 'source' (a key of 'sources'), a 'derived' note or an 'assumed' reason"
+            )
         return self
 
 
@@ -71,7 +79,7 @@ class Dtype(str, Enum):
 UNITS: dict[str, tuple[str, float, float]] = {
     "peak_tflops": ("TFLOP/s", 0.05, 50_000),
     "sparse_tflops": ("TFLOP/s", 0.05, 100_000),
-    "memory_gb": ("GB", 1, 5_000),
+    "memory_gb": ("GB", 1, 1_000_000),
     "memory_bandwidth_gbps": ("GB/s", 10, 100_000),
     "l2_cache_mb": ("MB", 0.1, 2_000),
     "llc_mb": ("MB", 0.1, 10_000),
@@ -205,11 +213,14 @@ class Accelerator(Entry):
     compute_unit_name: str = "SM"
     compute_units: Spec | None = None
     boost_clock_mhz: Spec | None = None
-    tdp_w: Spec
+    tdp_w: Spec | None = None
     price_per_hour_usd: Spec | None = None
     efficiency: Efficiency = Field(default_factory=Efficiency)
     default_system: str | None = Field(
         default=None, description="system id used when a system is written as 'N x DEVICE'"
+    )
+    counted_as: str | None = Field(
+        default=None, description="the accelerator id jobs count as one GPU when it differs (MI250X: its GCD)"
     )
 
     @model_validator(mode="after")

@@ -172,7 +172,8 @@ class Database:
                 raise InputError(f"--system '{text}': expected at least one accelerator")
             dev = self.accelerator(dev_id)
             if not dev.default_system:
-                raise InputError(f"--system '{text}': accelerator {dev_id} has no default_system to build on")
+                hint = f"; write '{n} x {dev.counted_as}'" if dev.counted_as else ""
+                raise InputError(f"--system '{text}': accelerator {dev_id} has no default platform{hint}")
             sysm = self.system(dev.default_system)
             if gpus is not None and gpus != n:
                 raise InputError(f"--system '{text}' names {n} accelerators but --gpus is {gpus}")
@@ -246,6 +247,8 @@ class Database:
                     raise InputError(
                         f"{self.files[aid]}: default_system: system '{sysm.id}' holds {sysm.accelerator}, not {aid}"
                     )
+            if acc.counted_as:
+                self._check_ref(aid, "counted_as", "accelerator", acc.counted_as)
         for tid, tier in self.tiers.items():
             if tier.link:
                 self._check_ref(tid, "link", "link", tier.link)

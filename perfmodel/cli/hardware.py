@@ -26,7 +26,7 @@ def key_numbers(entry: Entry, db: Database) -> dict[str, Any]:
             "fp8_tflops": pk["fp8"].value if "fp8" in pk else None,
             "memory_gb": entry.memory_gb.value,
             "memory_bandwidth_gbps": entry.memory_bandwidth_gbps.value,
-            "tdp_w": entry.tdp_w.value,
+            "tdp_w": entry.tdp_w.value if entry.tdp_w else None,
             "price_per_hour_usd": entry.price_per_hour_usd.value if entry.price_per_hour_usd else None,
         }
     if isinstance(entry, System):
@@ -115,7 +115,7 @@ def _source_text(entry: Entry, spec: Spec) -> tuple[str, str | None]:
     if spec.source:
         src: Source = entry.sources[spec.source]
         return src.title, src.url
-    return "derived", None
+    return ("derived" if spec.derived else "ASSUMED"), None
 
 
 def spec_json(entry: Entry, spec: Spec, field: str) -> dict:
@@ -124,6 +124,8 @@ def spec_json(entry: Entry, spec: Spec, field: str) -> dict:
     out = {"value": spec.value, "unit": unit, "source": title, "url": url}
     if spec.derived:
         out["derived"] = spec.derived
+    if spec.assumed:
+        out["assumed"] = spec.assumed
     if spec.note:
         out["note"] = spec.note
     return out
@@ -181,6 +183,8 @@ def show(
         src = title + (f" <{url}>" if url else "")
         if spec.derived:
             src += f" [derived: {spec.derived}]"
+        if spec.assumed:
+            src += f" [ASSUMED: {spec.assumed}]"
         if spec.note:
             src += f" [note: {spec.note}]"
         table.add_row(path, fmt_num(spec.value), UNITS.get(field, ("",))[0], src)
