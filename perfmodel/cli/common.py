@@ -11,7 +11,6 @@ import os
 import sys
 from typing import Annotated, Any, Optional
 
-import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
@@ -36,20 +35,25 @@ err_console = Console(stderr=True, highlight=False)
 class Group(TyperGroup):
     """Root group: turns InputError (anywhere below) into one line + exit 2."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except InputError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(code=2) from None
-        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort, SystemExit):
-            raise
-        except Exception as e:  # a bug, not bad input
-            if os.environ.get("PERFMODEL_DEBUG"):
+        except Exception as e:
+            if _framework_exception(e) or os.environ.get("PERFMODEL_DEBUG"):
                 raise
             typer.echo(f"internal error: {type(e).__name__}: {e} (PERFMODEL_DEBUG=1 shows the traceback)",
                        err=True)
             raise typer.Exit(code=1) from None
+
+
+def _framework_exception(e: Exception) -> bool:
+    """Exit/Abort/usage errors that typer (or the click it may vendor) handles itself."""
+    if isinstance(e, (typer.Exit, typer.Abort)):
+        return True
+    return type(e).__module__.split(".")[0] in ("click", "typer")
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
