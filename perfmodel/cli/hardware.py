@@ -179,14 +179,17 @@ def show(
     table.add_column("source", overflow="fold")
     for path, spec in entry.specs():
         field = next((p for p in reversed(path.split(".")) if p in UNITS), "")
-        title, url = _source_text(entry, spec)
-        src = title + (f" <{url}>" if url else "")
+        parts = []
+        if spec.source:
+            title, url = _source_text(entry, spec)
+            parts.append(title + (f" <{url}>" if url else ""))
         if spec.derived:
-            src += f" [derived: {spec.derived}]"
+            parts.append(f"derived: {spec.derived}")
         if spec.assumed:
-            src += f" [ASSUMED: {spec.assumed}]"
+            parts.append(f"ASSUMED: {spec.assumed}")
         if spec.note:
-            src += f" [note: {spec.note}]"
+            parts.append(f"note: {spec.note}")
+        src = "; ".join(parts)
         table.add_row(path, fmt_num(spec.value), UNITS.get(field, ("",))[0], src)
     console.print(table)
     if isinstance(entry, System):
