@@ -190,9 +190,16 @@ def _walk(obj: BaseModel, prefix: str, out: list[tuple[str, Spec]]) -> None:
 
 
 class Efficiency(Strict):
-    """Achievable fractions of peak, measured by microbenchmarks (global per device, cited)."""
+    """Achievable fractions of peak, measured by microbenchmarks: global per device, each cited.
 
-    gemm_peak_fraction: Spec | None = None
+    ``gemm_peak_fraction`` is the best fraction of the dense peak a large, well-shaped GEMM reaches
+    (a "maximum achievable matmul FLOPS" measurement), per dtype; shape effects (tile and wave
+    quantisation) are modelled on top of it. ``memory_bandwidth_fraction`` is the achievable share of
+    the HBM bandwidth (STREAM/BabelStream copy); ``kernel_floor_us`` the smallest time a kernel takes
+    (launch plus ramp), which dominates tiny decode steps.
+    """
+
+    gemm_peak_fraction: dict[Dtype, Spec] = Field(default_factory=dict)
     memory_bandwidth_fraction: Spec | None = None
     kernel_floor_us: Spec | None = None
 
