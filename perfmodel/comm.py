@@ -64,8 +64,10 @@ PROTOCOLS = (
     Protocol("LL128", 14.0, 1.9 / 0.6, 120 / 128),
     Protocol("Simple", 8.4, 3.4 / 0.6, 1.0),
 )
-# NCCL tuning.cc: NVLS base latency 25 us over NVLink (Simple protocol only).
+# NCCL tuning.cc: NVLS base latency 25 us over NVLink (Simple protocol only); nvlsEfficiency scales the
+# NVLS bandwidth: 0.85 on Hopper (NVLink 4 switches), 0.74 on Blackwell (NVLink 5).
 NVLS_BASE_US = 25.0
+NVLS_EFFICIENCY = {"nvlink4": 0.85, "nvlink5": 0.74}
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,8 @@ def _ring_like(coll: str, nbytes: np.ndarray, n: int, tier: Tier) -> np.ndarray:
 
 
 def _nvls(nbytes: np.ndarray, n: int, tier: Tier) -> np.ndarray:
-    return NVLS_BASE_US * 1e-6 + (n + 1) / n * nbytes / (tier.gbps * 1e9)
+    eff = NVLS_EFFICIENCY.get(tier.link_id, 1.0)
+    return NVLS_BASE_US * 1e-6 + (n + 1) / n * nbytes / (tier.gbps * eff * 1e9)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,477 @@
+"""Serving estimates: prefill and decode steps on the roofline and comm models, then the scenario on top.
+
+A step is a list of operators (``ops``), each timed by ``roofline`` (GEMMs, attention, memory-bound
+kernels) or ``comm`` (TP all-reduce, EP all-to-all, PP send/recv) on the system's real links.
+
+Scenarios (one instance = tp x pp GPUs; ``dp`` instances serve in parallel):
+
+* **offline** (max load): continuous batching at the largest concurrency C that memory and the engine
+  allow. C requests cost ``osl x t_decode(C) + C x t_prefill_per_request`` of instance time, so
+  ``output tokens/s = C osl / (osl t_decode(C) + C p)``: decode and prefill share the GPU.
+* **server** (Poisson arrivals at ``rate``): concurrency follows Little's law ``C = rate x e2e``, solved
+  as a fixed point. Prefill occupies a share ``rho = rate x p`` of the instance, stretching TPOT by
+  ``1/(1 - rho)``; TTFT adds an M/D/1 queueing wait ``rho p / (2 (1 - rho))``, and its tail uses the
+  exponential approximation ``P(W > t) = rho exp(-t rho / E[W])``. SLO attainment is the share of
+  requests meeting both SLOs under that approximation; the reported capacity is the largest rate whose
+  p99 TTFT and mean TPOT meet the SLOs (MLPerf's server rule).
+* **disaggregated** (``prefill_gpus``, ``decode_gpus``): prefill and decode run on separate instances;
+  the KV cache of each request crosses the system's links (scale-up within a domain, else the NICs).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .comm import collective_time
+from .engines import Engine, get_engine
+from .errors import InputError
+from .memory import MemoryPlan, plan_memory
+from .models import ModelArch, get_model
+from .ops import (WEIGHT_BYTES, Op, Shard, check_precision, check_shard, compute_dtype, head_ops, layer_ops)
+from .roofline import DeviceRates, attention_time, device_rates, gemm_time, memory_time
+from .specdb import Database, SystemRef, load_database
+
+ACT_BYTES = 2.0
+# Power model: P = P_idle + (TDP - P_idle) x activity. Idle share of TDP assumed 0.3 (an H100 SXM idles
+# near 70-100 W of 700 W in nvidia-smi; loaded decode draws well under TDP, as Patel et al. 2024,
+# "Characterizing Power Management Opportunities for LLMs in the Cloud" (POLCA), report).
+IDLE_POWER_SHARE = 0.3
+
+
+class OpRow(BaseModel):
+    """One operator of a step as the breakdown shows it."""
+
+    model_config = ConfigDict(frozen=True)
+    phase: str
+    name: str
+    kind: str
+    count: float
+    flops: float
+    bytes: float
+    intensity: float = Field(description="FLOPs per byte moved")
+    time_us: float
+    bound: str
+
+
+class InferenceResult(BaseModel):
+    """A serving estimate: latency, throughput, memory, cost, energy, and where the time goes."""
+
+    model: str
+    system: str
+    device: str
+    gpus: int
+    tp: int
+    pp: int
+    ep: int
+    dp: int
+    attention_dp: bool
+    precision: str
+    kv_precision: str
+    scenario: str
+    engine: str
+    isl: float
+    osl: float
+    batch: int = Field(description="concurrent sequences per instance")
+    max_batch_fits: int
+    ttft_ms: float
+    tpot_ms: float
+    e2e_latency_s: float
+    output_tokens_per_s: float
+    total_tokens_per_s: float
+    output_tokens_per_s_per_gpu: float
+    total_tokens_per_s_per_gpu: float
+    prefill_step_ms: float
+    decode_step_ms: float
+    memory_per_gpu_bytes: dict[str, float]
+    memory_capacity_bytes: float
+    bound: dict[str, str]
+    time_share: dict[str, dict[str, float]]
+    cost_per_million_output_tokens_usd: float | None
+    energy_per_output_token_j: float | None
+    power_per_gpu_w: float | None
+    slo_attainment: float | None = None
+    max_rate_within_slo: float | None = None
+    rate: float | None = None
+    kv_transfer_ms: float | None = None
+    breakdown: list[OpRow] = Field(default_factory=list)
+    assumptions: list[str] = Field(default_factory=list)
+
+
+@dataclass
+class StepCost:
+    time_s: float
+    rows: list[OpRow]
+    busy_share: float  # share of step time the device is compute- or bandwidth-busy (for power)
+
+    def share(self) -> dict[str, float]:
+        tot = sum(r.time_us * r.count for r in self.rows) or 1.0
+        out: dict[str, float] = {}
+        for r in self.rows:
+            out[r.bound] = out.get(r.bound, 0.0) + r.time_us * r.count / tot
+        return out
+
+    @property
+    def bound(self) -> str:
+        sh = self.share()
+        return max(sh, key=sh.get) if sh else "latency"
+
+
+class _Ctx:
+    """What every step evaluation needs, resolved once per estimate."""
+
+    def __init__(self, db: Database, ref: SystemRef, model: ModelArch, shard: Shard, pp: int, precision: str,
+                 kv_precision: str):
+        self.db, self.ref, self.model, self.shard, self.pp = db, ref, model, shard, pp
+        self.rates: DeviceRates = device_rates(ref.accelerator)
+        self.w_bytes = WEIGHT_BYTES[precision]
+        self.kv_bytes = WEIGHT_BYTES[kv_precision] if kv_precision not in ("fp4", "nvfp4", "mxfp4") else 0.5
+        self.dtype = compute_dtype(precision)
+        if self.dtype not in self.rates.peaks:
+            raise InputError(f"--precision {precision}: {ref.accelerator.id} has no {self.dtype} peak")
+        self._comm_cache: dict[tuple, float] = {}
+
+    def comm(self, op: Op) -> float:
+        key = (op.collective, round(op.nbytes), op.group)
+        if key not in self._comm_cache:
+            res = collective_time(self.db, self.ref.system, op.collective, op.nbytes, op.group)
+            self._comm_cache[key] = float(res.time_s[0])
+        return self._comm_cache[key]
+
+    def time_ops(self, ops: list[Op], count: float, phase: str, rows: list[OpRow]) -> tuple[float, float]:
+        """Sum of op times x count; appends breakdown rows. Returns (time, busy time)."""
+        total = busy = 0.0
+        r = self.rates
+        for op in ops:
+            n = op.count * count
+            if op.kind == "gemm":
+                t, fl, by, tc, tm = gemm_time(r, op.m, op.n, op.k, self.dtype, ACT_BYTES if self.dtype in (
+                    "bf16", "fp16") else 1.0, op.w_bytes, ACT_BYTES, op.groups)
+                t, fl, by, tc, tm = float(t), float(fl), float(by), float(tc), float(tm)
+                floor = r.floor_s * op.groups
+            elif op.kind == "attention":
+                t, tc, tm = (float(x) for x in attention_time(r, op.flops, op.nbytes, op.tiles, "bf16"))
+                fl, by, floor = op.flops, op.nbytes, r.floor_s
+            elif op.kind == "memory":
+                t, tm = (float(x) for x in memory_time(r, op.nbytes))
+                tc, fl, by, floor = 0.0, 0.0, op.nbytes, r.floor_s
+            else:
+                t = self.comm(op)
+                tc = tm = 0.0
+                fl, by, floor = 0.0, op.nbytes, 0.0
+            if op.kind == "comm":
+                bound = "communication"
+            elif floor >= max(tc, tm):
+                bound = "latency"
+            else:
+                bound = "compute" if tc >= tm else "memory"
+            total += t * n
+            busy += max(tc, tm) * n
+            rows.append(OpRow(phase=phase, name=op.name, kind=op.kind, count=n, flops=fl, bytes=by,
+                              intensity=fl / by if by else 0.0, time_us=t * 1e6, bound=bound))
+        return total, busy
+
+    def step(self, phase: str, seqs: float, tokens: float, ctx: float, logits_rows: float) -> StepCost:
+        """One forward step of one pipeline stage's worth of work, summed over all stages' layers."""
+        m = self.model
+        rows: list[OpRow] = []
+        window = m.sliding_window
+        total = busy = 0.0
+        kinds = []
+        if m.dense_mlp_layers:
+            kinds.append((False, m.dense_mlp_layers))
+        if m.moe_layers:
+            kinds.append((True, m.moe_layers))
+        for moe, n_layers in kinds:
+            full, swa = n_layers, 0
+            if window:
+                swa_total = m.sliding_window_layers if m.sliding_window_layers is not None else m.layers
+                swa = round(swa_total * n_layers / m.layers)
+                full = n_layers - swa
+            for count, win in ((full, None), (swa, window)):
+                if count <= 0:
+                    continue
+                ops = layer_ops(m, self.shard, tokens, seqs, ctx, phase, ACT_BYTES, self.w_bytes, self.kv_bytes,
+                                moe, win)
+                t, b = self.time_ops(ops, count, phase, rows)
+                total, busy = total + t, busy + b
+        t, b = self.time_ops(head_ops(m, self.shard, tokens, logits_rows, ACT_BYTES, 2.0), 1, phase, rows)
+        total, busy = total + t, busy + b
+        if self.pp > 1:
+            send = Op("pp_send_recv", "comm", collective="send_recv", nbytes=tokens * m.hidden * ACT_BYTES, group=2)
+            t, _ = self.time_ops([send], self.pp - 1, phase, rows)
+            total += t
+        return StepCost(total, rows, busy / total if total else 0.0)
+
+
+def _resolve(db, system, gpus, tp, pp, dp, ep):
+    ref = db.resolve_system(system) if isinstance(system, str) else system
+    for flag, v in (("--tp", tp), ("--pp", pp), ("--ep", ep)):
+        if v < 1:
+            raise InputError(f"{flag}: expected a positive degree, got {v}")
+    inst = tp * pp
+    total = gpus
+    if total is None and isinstance(system, str) and re.fullmatch(r"\s*\d+\s*[x×*]\s*\S+\s*", system):
+        total = ref.gpus
+    if dp is None:
+        dp = max((total or inst) // inst, 1)
+    if dp < 1:
+        raise InputError(f"--dp: expected a positive number of replicas, got {dp}")
+    if total is not None and total != inst * dp:
+        raise InputError(f"--gpus {total}: does not equal tp x pp x dp = {tp} x {pp} x {dp}")
+    n = inst * dp
+    ref = SystemRef(ref.system, ref.accelerator, n)
+    return ref, dp
+
+
+def estimate_inference(
+    model: str | dict | ModelArch,
+    system: str | SystemRef,
+    isl: float,
+    osl: float,
+    *,
+    gpus: int | None = None,
+    tp: int = 1,
+    pp: int = 1,
+    ep: int = 1,
+    dp: int | None = None,
+    attention_dp: bool = False,
+    precision: str = "bf16",
+    kv_precision: str | None = None,
+    batch: int | None = None,
+    scenario: str = "offline",
+    rate: float | None = None,
+    slo_ttft_ms: float | None = None,
+    slo_tpot_ms: float | None = None,
+    requests: int | None = None,
+    prefill_gpus: int | None = None,
+    decode_gpus: int | None = None,
+    engine: str | None = None,
+    breakdown: bool = True,
+    db: Database | None = None,
+    specs: tuple[str, ...] = (),
+) -> InferenceResult:
+    """Predict serving latency and throughput for a model on a system under a plan and workload."""
+    db = db or load_database(specs)
+    arch = get_model(model)
+    precision = check_precision(precision)
+    kv_precision = check_precision(kv_precision or ("fp8" if precision in ("fp4", "nvfp4", "mxfp4") else precision),
+                                   "--kv-precision")
+    if isl <= 0 or osl <= 0:
+        raise InputError(f"--isl/--osl: expected positive token counts (got {isl}, {osl})")
+    if scenario not in ("offline", "server"):
+        raise InputError(f"--scenario: expected offline or server (got '{scenario}')")
+    if scenario == "server" and (rate is None or rate <= 0) and not (slo_ttft_ms or slo_tpot_ms):
+        raise InputError("--rate: the server scenario needs a positive request rate, or SLOs to find one")
+    if batch is not None and batch < 1:
+        raise InputError(f"--batch: expected a positive number of sequences, got {batch}")
+    shard = Shard(tp=tp, ep=ep, attention_dp=attention_dp)
+    check_shard(arch, shard)
+    if arch.layers % pp and pp > arch.layers:
+        raise InputError(f"--pp {pp}: more stages than layers ({arch.layers})")
+    eng = get_engine(engine)
+    disagg = prefill_gpus is not None or decode_gpus is not None
+    if disagg:
+        if not prefill_gpus or not decode_gpus:
+            raise InputError("--prefill-gpus/--decode-gpus: give both for disaggregated serving")
+        for flag, v in (("--prefill-gpus", prefill_gpus), ("--decode-gpus", decode_gpus)):
+            if v % (tp * pp):
+                raise InputError(f"{flag} {v}: must be a multiple of tp x pp = {tp * pp}")
+        gpus = prefill_gpus + decode_gpus
+        dp = gpus // (tp * pp)
+    ref, dp = _resolve(db, system, gpus, tp, pp, dp, ep)
+    ctx = _Ctx(db, ref, arch, shard, pp, precision, kv_precision)
+    acc = ref.accelerator
+    assumptions = [f"{ref.accelerator.id}: no measured {f}; perfmodel's global fallback used"
+                   for f in ctx.rates.fallbacks]
+
+    seq_tokens = isl + osl
+    mem = plan_memory(arch, shard, pp, acc.memory_gb.value, eng, ctx.w_bytes, ctx.kv_bytes, ACT_BYTES, seq_tokens)
+    _check_fit(mem, arch, acc.id, tp, pp)
+    cap = min(mem.max_sequences * pp, eng.max_batch)
+    if requests is not None:
+        cap = min(cap, max(math.ceil(requests / dp), 1))
+    if batch is not None:
+        if batch > mem.max_sequences * pp:
+            raise InputError(
+                f"--batch {batch}: only {mem.max_sequences * pp} sequences of {int(seq_tokens)} tokens fit per "
+                f"instance ({_gib(mem.kv_budget)} GiB for KV cache after weights and activations)")
+        cap = batch
+
+    # prefill work per request, in engine-sized chunks
+    chunk_seqs = max(1, int(eng.max_num_tokens // isl))
+    pre = ctx.step("prefill", chunk_seqs, chunk_seqs * isl, isl, chunk_seqs)
+    prefill_per_req = pre.time_s / chunk_seqs
+    single = ctx.step("prefill", 1, isl, isl, 1) if chunk_seqs > 1 else pre
+    ttft_alone = single.time_s
+
+    def decode(c: float) -> StepCost:
+        mb = max(c / pp, 1.0)
+        return ctx.step("decode", mb, mb, isl + osl / 2, mb)
+
+    price = acc.price_per_hour_usd.value if acc.price_per_hour_usd else None
+    kv_ms = None
+    slo_att = max_rate = None
+    if disagg:
+        res = _disaggregated(ctx, ref, arch, shard, pp, prefill_gpus, decode_gpus, isl, osl, cap, decode,
+                             prefill_per_req, ttft_alone, mem)
+        C, dec, out_rate_total, ttft, tpot, kv_ms = res
+        e2e = ttft + osl * tpot
+        prefill_share = 0.0
+    elif scenario == "offline":
+        C = cap
+        dec = decode(C)
+        tpot_step = dec.time_s * pp if pp > 1 else dec.time_s
+        cycle = osl * tpot_step + C * prefill_per_req
+        out_rate_inst = C * osl / cycle
+        out_rate_total = out_rate_inst * dp
+        tpot = (osl * tpot_step + (C - 1) * prefill_per_req) / osl  # others' prefills interleave
+
+        ttft = ttft_alone
+        e2e = ttft + osl * tpot
+        prefill_share = C * prefill_per_req / cycle
+    else:
+        solved = _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_per_req, ttft_alone)
+        C, dec, tpot, ttft, e2e, lam, slo_att, max_rate = solved
+        out_rate_total = lam * osl
+        prefill_share = min(lam / dp * prefill_per_req, 1.0)
+        rate = lam
+
+    n_gpus = ref.gpus
+    total_rate = out_rate_total * (isl + osl) / osl
+    busy = prefill_share * pre.busy_share + (1 - prefill_share) * dec.busy_share
+    tdp = acc.tdp_w.value if acc.tdp_w else None
+    power = tdp * (IDLE_POWER_SHARE + (1 - IDLE_POWER_SHARE) * busy) if tdp else None
+    energy = power * n_gpus / out_rate_total if power and out_rate_total else None
+    cost = price * n_gpus / 3600 / out_rate_total * 1e6 if price and out_rate_total else None
+    if tdp is None:
+        assumptions.append(f"{acc.id}: no published TDP, so no energy estimate")
+    if price is None:
+        assumptions.append(f"{acc.id}: no public price in the database, so no cost estimate")
+    rows = (pre.rows + dec.rows) if breakdown else []
+    return InferenceResult(
+        model=arch.id, system=ref.system.id, device=acc.id, gpus=n_gpus, tp=tp, pp=pp, ep=ep, dp=dp,
+        attention_dp=attention_dp, precision=precision, kv_precision=kv_precision, scenario=(
+            "disaggregated" if disagg else scenario), engine=eng.name, isl=isl, osl=osl, batch=int(round(C)),
+        max_batch_fits=mem.max_sequences * pp, ttft_ms=ttft * 1e3, tpot_ms=tpot * 1e3, e2e_latency_s=e2e,
+        output_tokens_per_s=out_rate_total, total_tokens_per_s=total_rate,
+        output_tokens_per_s_per_gpu=out_rate_total / n_gpus, total_tokens_per_s_per_gpu=total_rate / n_gpus,
+        prefill_step_ms=pre.time_s * 1e3, decode_step_ms=dec.time_s * 1e3,
+        memory_per_gpu_bytes=mem.breakdown(math.ceil(C / pp)), memory_capacity_bytes=mem.capacity,
+        bound={"prefill": pre.bound, "decode": dec.bound},
+        time_share={"prefill": pre.share(), "decode": dec.share()},
+        cost_per_million_output_tokens_usd=cost, energy_per_output_token_j=energy, power_per_gpu_w=power,
+        slo_attainment=slo_att, max_rate_within_slo=max_rate, rate=rate, kv_transfer_ms=kv_ms,
+        breakdown=rows, assumptions=assumptions,
+    )
+
+
+def _gib(x: float) -> str:
+    return f"{x / 2**30:.1f}"
+
+
+def _check_fit(mem: MemoryPlan, arch: ModelArch, dev: str, tp: int, pp: int) -> None:
+    if mem.fits:
+        return
+    need = mem.weights.total + mem.activations + mem.kv_per_sequence
+    short = need - (mem.capacity - mem.reserve)
+    raise InputError(
+        f"{arch.id} does not fit on {dev} with tp={tp} pp={pp}: one sequence needs {_gib(need)} GiB per GPU "
+        f"(weights {_gib(mem.weights.total)}, activations {_gib(mem.activations)}, KV {_gib(mem.kv_per_sequence)}) "
+        f"but the engine may use {_gib(mem.capacity - mem.reserve)} GiB; short by {_gib(short)} GiB. "
+        f"Try a larger --tp/--pp or a lower --precision")
+
+
+def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_per_req, ttft_alone):
+    """Fixed point of Little's law at a rate; also the largest rate meeting the SLOs (bisection)."""
+
+    def at(lam_total: float):
+        lam = lam_total / dp
+        rho = lam * prefill_per_req
+        if rho >= 0.999:
+            return None
+        c = 1.0
+        for _ in range(60):
+            dec = decode(c)
+            step = dec.time_s * (pp if pp > 1 else 1)
+            tpot = step / (1 - rho)
+            wait = rho * prefill_per_req / (2 * (1 - rho))
+            ttft = ttft_alone + wait + step / 2
+            e2e = ttft + osl * tpot
+            c_new = min(max(lam * e2e, 1.0), cap)
+            if abs(c_new - c) < 1e-3 * c:
+                break
+            c = 0.5 * c + 0.5 * c_new
+        if lam * e2e > cap * 1.0001:  # more requests in flight than fit: unstable at this rate
+            return None
+        theta = wait / rho if rho > 0 else 0.0
+        return dict(c=c, dec=dec, tpot=tpot, ttft=ttft, e2e=e2e, wait=wait, theta=theta, rho=rho, step=step)
+
+    def p99_ttft(s) -> float:
+        tail = s["theta"] * math.log(s["rho"] / 0.01) if s["rho"] > 0.01 and s["theta"] > 0 else 0.0
+        return s["ttft"] - s["wait"] + tail
+
+    def meets(s) -> bool:
+        ok = True
+        if slo_ttft_ms is not None:
+            ok &= p99_ttft(s) * 1e3 <= slo_ttft_ms
+        if slo_tpot_ms is not None:
+            ok &= s["tpot"] * 1e3 <= slo_tpot_ms
+        return ok
+
+    hi_cap = dp / prefill_per_req
+    max_rate = None
+    if slo_ttft_ms is not None or slo_tpot_ms is not None:
+        lo, hi = 0.0, hi_cap
+        for _ in range(50):
+            mid = 0.5 * (lo + hi)
+            s = at(mid)
+            if s is not None and meets(s):
+                lo = mid
+            else:
+                hi = mid
+        max_rate = lo
+    lam = rate if rate else (max_rate or 0.0)
+    s = at(lam) if lam > 0 else None
+    if s is None:
+        if rate:
+            raise InputError(f"--rate {rate}: exceeds what {dp} instance(s) can sustain "
+                             f"(about {hi_cap * 0.999:.3g} requests/s before prefill alone saturates, or "
+                             f"the KV cache overflows); lower the rate or add GPUs")
+        raise InputError("no request rate meets the SLOs on this plan: loosen --slo-ttft-ms/--slo-tpot-ms, "
+                         "add GPUs or use a lower --precision")
+    att = None
+    if slo_ttft_ms is not None or slo_tpot_ms is not None:
+        p_ttft = 1.0
+        if slo_ttft_ms is not None:
+            slack = slo_ttft_ms / 1e3 - (s["ttft"] - s["wait"])
+            p_ttft = 0.0 if slack < 0 else (1 - s["rho"] * math.exp(-slack / s["theta"]) if s["theta"] > 0 else 1.0)
+        p_tpot = 1.0 if slo_tpot_ms is None or s["tpot"] * 1e3 <= slo_tpot_ms else 0.0
+        att = max(0.0, p_ttft) * p_tpot
+    return s["c"], s["dec"], s["tpot"], s["ttft"], s["e2e"], lam, att, max_rate
+
+
+def _disaggregated(ctx, ref, arch, shard, pp, prefill_gpus, decode_gpus, isl, osl, cap, decode, prefill_per_req,
+                   ttft_alone, mem):
+    """Prefill and decode pools; the KV cache of each request crosses the system's links."""
+    inst = shard.tp * pp
+    n_pre, n_dec = prefill_gpus // inst, decode_gpus // inst
+    prefill_rate = n_pre / prefill_per_req  # requests/s the prefill pool sustains
+    dec = decode(cap)
+    step = dec.time_s * (pp if pp > 1 else 1)
+    decode_rate = n_dec * cap / (osl * step)
+    lam = min(prefill_rate, decode_rate)
+    kv_bytes = mem.kv_per_sequence * isl / (isl + osl)
+    sysm = ref.system
+    domain = int(sysm.scale_up.domain_size.value)
+    if prefill_gpus + decode_gpus <= domain:
+        res = collective_time(ctx.db, sysm, "send_recv", kv_bytes, 2)
+    else:
+        res = collective_time(ctx.db, sysm, "send_recv", kv_bytes, 2, per_node=1)
+    kv_s = float(res.time_s[0])
+    ttft = ttft_alone + kv_s
+    return cap, dec, lam * osl, ttft, step, kv_s * 1e3
