@@ -17,18 +17,20 @@ class Engine:
     name: str
     max_batch: int  # sequences the scheduler runs at once
     max_num_tokens: int  # tokens batched in one forward (prefill chunk budget)
-    memory_fraction: float  # share of device memory the engine takes (weights + KV + activations)
+    memory_fraction: float  # share of memory the engine takes: of the whole device, or of what is free
     block_tokens: int  # KV-cache page size
     source: str
+    fraction_of_free: bool = False  # TensorRT-LLM: KV gets a fraction of memory left after weights
 
 
 ENGINES = {
     "default": Engine("default", 2048, 8192, 0.90, 32,
                       "TensorRT-LLM defaults: trtllm-build --max_batch_size 2048 and --max_num_tokens 8192, "
                       "kv_cache_free_gpu_mem_fraction 0.9, tokens_per_block 32 "
-                      "(https://nvidia.github.io/TensorRT-LLM/commands/trtllm-build.html)"),
+                      "(https://nvidia.github.io/TensorRT-LLM/commands/trtllm-build.html)", True),
     "trtllm": Engine("trtllm", 2048, 8192, 0.90, 32,
-                     "TensorRT-LLM trtllm-build defaults (https://nvidia.github.io/TensorRT-LLM/commands/trtllm-build.html)"),
+                     "TensorRT-LLM trtllm-build defaults (https://nvidia.github.io/TensorRT-LLM/commands/trtllm-build.html)",
+                     True),
     "vllm": Engine("vllm", 256, 8192, 0.90, 16,
                    "vLLM engine arguments: max_num_seqs 256, gpu_memory_utilization 0.9, block_size 16 "
                    "(https://docs.vllm.ai/en/latest/configuration/engine_args.html)"),

@@ -325,15 +325,23 @@ def estimate_inference(
     elif scenario == "offline":
         C = cap
         dec = decode(C)
-        tpot_step = dec.time_s * pp if pp > 1 else dec.time_s
-        cycle = osl * tpot_step + C * prefill_per_req
-        out_rate_inst = C * osl / cycle
-        out_rate_total = out_rate_inst * dp
-        tpot = (osl * tpot_step + (C - 1) * prefill_per_req) / osl  # others' prefills interleave
 
+        def cycle(c: float) -> float:
+            return osl * decode(c).time_s * max(pp, 1) + c * prefill_per_req
+
+        if requests is not None:
+            # a finite run of equal-length requests drains in waves of C; the last wave is partial
+            per_inst = math.ceil(requests / dp)
+            full, rem = divmod(per_inst, C)
+            run_s = full * cycle(C) + (cycle(rem) if rem else 0.0)
+            out_rate_total = per_inst * osl / run_s * dp
+        else:
+            out_rate_total = C * osl / cycle(C) * dp
+        tpot_step = dec.time_s * max(pp, 1)
+        tpot = (osl * tpot_step + (C - 1) * prefill_per_req) / osl  # others' prefills interleave
         ttft = ttft_alone
         e2e = ttft + osl * tpot
-        prefill_share = C * prefill_per_req / cycle
+        prefill_share = C * prefill_per_req / cycle(C)
     else:
         solved = _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_per_req, ttft_alone)
         C, dec, tpot, ttft, e2e, lam, slo_att, max_rate = solved

@@ -9,8 +9,10 @@
 * Activations: the live tensors of one forward over the engine's token budget, about
   ``T (8h + 3 f_eff / t)`` elements (residual, norms, QKV, attention output and the MLP's widest
   intermediate), plus fp32 logits for the sequences sampled.
-* Reserve: the engine takes ``memory_fraction`` of the device (vLLM ``gpu_memory_utilization`` 0.9);
-  the rest is left for the CUDA context, library workspaces and fragmentation.
+* Reserve: vLLM and SGLang take ``memory_fraction`` of the whole device (``gpu_memory_utilization``
+  0.9); TensorRT-LLM gives the KV cache that fraction of the memory still free after weights and
+  activations (``kv_cache_free_gpu_mem_fraction`` 0.9). The rest is left for the CUDA context, library
+  workspaces and fragmentation.
 """
 
 from __future__ import annotations
@@ -124,7 +126,10 @@ def plan_memory(model: ModelArch, shard: Shard, pp: int, capacity_gb: float, eng
     capacity = capacity_gb * GB
     weights = weight_bytes_per_gpu(model, shard, pp, w_bytes)
     acts = activation_bytes(model, shard, engine.max_num_tokens, min(engine.max_batch, engine.max_num_tokens), act_bytes)
-    reserve = (1 - engine.memory_fraction) * capacity
+    if engine.fraction_of_free:
+        reserve = (1 - engine.memory_fraction) * max(capacity - weights.total - acts, 0.0)
+    else:
+        reserve = (1 - engine.memory_fraction) * capacity
     budget = capacity - reserve - weights.total - acts
     per_seq = kv_bytes_per_sequence(model, shard, pp, kv_bytes, seq_tokens, engine.block_tokens)
     max_seq = int(budget // per_seq) if budget > 0 else 0

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from .. import __version__
-from . import hardware, models
+from . import estimate, hardware, models
+from .validate import validate
 from .common import Group
 
 app = typer.Typer(
@@ -19,6 +20,8 @@ app = typer.Typer(
 )
 app.add_typer(hardware.app, name="hardware")
 app.add_typer(models.app, name="models")
+app.add_typer(estimate.app, name="estimate")
+app.command("validate")(validate)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,180 @@
+"""`perfmodel estimate infer|comm`: one prediction, with the why behind it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..comm import collective_time
+from ..errors import InputError
+from ..inference import InferenceResult, estimate_inference
+from ..roofline import device_rates
+from ..units import parse_size_range
+from .common import JsonOpt, SpecsOpt, console, database, fmt_num, print_json
+
+app = typer.Typer(help="Predict serving, training or collective performance.", no_args_is_help=True)
+
+PlotOpt = Annotated[Optional[str], typer.Option("--plot", help="Write a figure (PNG or SVG) to this file.",
+                                                metavar="FILE")]
+
+
+@app.command("infer")
+def infer(
+    model: Annotated[str, typer.Option("--model", help="Catalog id or path to a Hugging Face config.json.")],
+    system: Annotated[str, typer.Option("--system", help="System id or 'N x DEVICE' (e.g. 8 x h100-sxm).")],
+    isl: Annotated[float, typer.Option("--isl", help="Input tokens per request (mean).")],
+    osl: Annotated[float, typer.Option("--osl", help="Output tokens per request (mean).")],
+    tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel degree per instance.")] = 1,
+    pp: Annotated[int, typer.Option("--pp", help="Pipeline-parallel degree per instance.")] = 1,
+    ep: Annotated[int, typer.Option("--ep", help="Expert-parallel degree (MoE).")] = 1,
+    dp: Annotated[Optional[int], typer.Option("--dp", help="Independent replicas (default: fill --gpus).")] = None,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", help="Total GPUs (= tp x pp x dp).")] = None,
+    attention_dp: Annotated[bool, typer.Option("--attention-dp", help="Attention data-parallel, experts EP.")] = False,
+    precision: Annotated[str, typer.Option("--precision", help="bf16, fp16, fp8, int8, int4, fp4, nvfp4, mxfp4.")] = "bf16",
+    kv_precision: Annotated[Optional[str], typer.Option("--kv-precision", help="KV-cache precision.")] = None,
+    batch: Annotated[Optional[int], typer.Option("--batch", help="Fixed concurrent sequences per instance.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Alias of --batch.")] = None,
+    scenario: Annotated[str, typer.Option("--scenario", help="offline (max load) or server (arrivals).")] = "offline",
+    rate: Annotated[Optional[float], typer.Option("--rate", help="Server scenario: requests/s (Poisson).")] = None,
+    slo_ttft_ms: Annotated[Optional[float], typer.Option("--slo-ttft-ms", help="p99 TTFT SLO.")] = None,
+    slo_tpot_ms: Annotated[Optional[float], typer.Option("--slo-tpot-ms", help="TPOT SLO.")] = None,
+    prefill_gpus: Annotated[Optional[int], typer.Option("--prefill-gpus", help="Disaggregated: prefill GPUs.")] = None,
+    decode_gpus: Annotated[Optional[int], typer.Option("--decode-gpus", help="Disaggregated: decode GPUs.")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="default, trtllm, vllm or sglang.")] = None,
+    show_breakdown: Annotated[bool, typer.Option("--breakdown", help="Per-operator table.")] = False,
+    plot: PlotOpt = None,
+    json_out: JsonOpt = False,
+    specs: SpecsOpt = None,
+) -> None:
+    """Predict serving latency, throughput, memory, cost and energy.
+
+    Example: perfmodel estimate infer --model llama-3.1-70b --system "8 x h100-sxm" --tp 8 --precision fp8 --isl 1000 --osl 1000
+    """
+    if batch is not None and concurrency is not None and batch != concurrency:
+        raise InputError("--batch and --concurrency: give one of them")
+    db = database(specs)
+    res = estimate_inference(
+        model, system, isl, osl, gpus=gpus, tp=tp, pp=pp, ep=ep, dp=dp, attention_dp=attention_dp,
+        precision=precision, kv_precision=kv_precision, batch=batch or concurrency, scenario=scenario, rate=rate,
+        slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, prefill_gpus=prefill_gpus, decode_gpus=decode_gpus,
+        engine=engine, db=db)
+    if plot:
+        from ..plots import roofline_plot
+
+        roofline_plot(res, device_rates(db.accelerator(res.device)), plot)
+    if json_out:
+        print_json(res.model_dump(mode="json"))
+        return
+    _print_infer(res, show_breakdown)
+    if plot:
+        console.print(f"roofline plot written to {plot}")
+
+
+def _print_infer(r: InferenceResult, show_breakdown: bool) -> None:
+    console.print(f"[bold]{r.model}[/bold] on {r.gpus} x {r.device} ({r.system}), tp={r.tp} pp={r.pp} ep={r.ep} "
+                  f"dp={r.dp}{' attention-dp' if r.attention_dp else ''}, {r.precision} weights, {r.kv_precision} KV, "
+                  f"{r.scenario}, engine {r.engine}")
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_column()
+    rows = [
+        ("TTFT", f"{r.ttft_ms:,.1f}", "ms"),
+        ("TPOT", f"{r.tpot_ms:,.2f}", "ms"),
+        ("request latency", f"{r.e2e_latency_s:,.2f}", "s"),
+        ("output tokens/s", f"{r.output_tokens_per_s:,.0f}", f"({r.output_tokens_per_s_per_gpu:,.0f} per GPU)"),
+        ("total tokens/s", f"{r.total_tokens_per_s:,.0f}", f"({r.total_tokens_per_s_per_gpu:,.0f} per GPU)"),
+        ("batch", f"{r.batch:,}", f"sequences per instance (up to {r.max_batch_fits:,} fit)"),
+        ("prefill step", f"{r.prefill_step_ms:,.2f}", f"ms, {r.bound['prefill']}-bound"),
+        ("decode step", f"{r.decode_step_ms:,.2f}", f"ms, {r.bound['decode']}-bound"),
+    ]
+    if r.rate is not None:
+        rows.append(("request rate", f"{r.rate:,.3g}", "requests/s"))
+    if r.slo_attainment is not None:
+        rows.append(("SLO attainment", f"{r.slo_attainment:.1%}", "of requests (M/D/1 tail approximation)"))
+    if r.max_rate_within_slo is not None:
+        rows.append(("max rate within SLO", f"{r.max_rate_within_slo:,.3g}", "requests/s"))
+    if r.kv_transfer_ms is not None:
+        rows.append(("KV transfer", f"{r.kv_transfer_ms:,.2f}", "ms per request"))
+    if r.cost_per_million_output_tokens_usd is not None:
+        rows.append(("cost", f"{r.cost_per_million_output_tokens_usd:,.3f}", "USD per million output tokens"))
+    if r.energy_per_output_token_j is not None:
+        rows.append(("energy", f"{r.energy_per_output_token_j:,.3f}", f"J per output token ({r.power_per_gpu_w:,.0f} W per GPU)"))
+    for row in rows:
+        t.add_row(*row)
+    console.print(t)
+    mem = Table(title="memory per GPU", title_justify="left")
+    for k in r.memory_per_gpu_bytes:
+        mem.add_column(k, justify="right")
+    mem.add_row(*[f"{v / 2**30:,.1f} GiB" for v in r.memory_per_gpu_bytes.values()])
+    console.print(mem)
+    if show_breakdown:
+        bt = Table(title="per-operator breakdown (times summed over layers)", title_justify="left")
+        for col in ("phase", "operator", "kind", "count", "GFLOP", "MB", "FLOP/B", "time us", "share", "bound"):
+            bt.add_column(col, justify="left" if col in ("phase", "operator", "kind", "bound") else "right")
+        for phase in ("prefill", "decode"):
+            rows_p = [x for x in r.breakdown if x.phase == phase]
+            tot = sum(x.time_us * x.count for x in rows_p) or 1.0
+            agg: dict[tuple, list] = {}
+            for x in rows_p:
+                key = (x.name, x.kind, x.bound)
+                a = agg.setdefault(key, [0.0, 0.0, 0.0, 0.0])
+                a[0] += x.count
+                a[1] += x.flops * x.count
+                a[2] += x.bytes * x.count
+                a[3] += x.time_us * x.count
+            for (name, kind, bound), (cnt, fl, by, tus) in agg.items():
+                bt.add_row(phase, name, kind, fmt_num(cnt), f"{fl / 1e9:,.2f}", f"{by / 1e6:,.2f}",
+                           f"{fl / by:,.1f}" if by else "-", f"{tus:,.1f}", f"{tus / tot:.1%}", bound)
+        console.print(bt)
+    for a in r.assumptions:
+        console.print(f"[dim]assumption: {a}[/dim]")
+
+
+@app.command("comm")
+def comm(
+    collective: Annotated[str, typer.Option("--collective", help="all_reduce, all_gather, reduce_scatter, all_to_all, broadcast, send_recv.")],
+    nbytes: Annotated[str, typer.Option("--bytes", help="Buffer size (nccl-tests convention), or a range 1KiB..8GiB.")],
+    gpus: Annotated[int, typer.Option("--gpus", help="Ranks in the collective.")],
+    system: Annotated[str, typer.Option("--system", help="System id or 'N x DEVICE'.")],
+    algorithm: Annotated[Optional[str], typer.Option("--algorithm", help="ring, tree or nvls (default: fastest).")] = None,
+    plot: PlotOpt = None,
+    json_out: JsonOpt = False,
+    specs: SpecsOpt = None,
+) -> None:
+    """Time, algbw and busbw of one collective (nccl-tests conventions), over a size sweep.
+
+    Example: perfmodel estimate comm --collective all_reduce --bytes 1KiB..8GiB --gpus 16 --system dgx-h100
+    """
+    db = database(specs)
+    sizes = parse_size_range(nbytes)
+    ref = db.resolve_system(system)
+    res = collective_time(db, ref, collective, sizes, gpus, algorithm)
+    rows = [{"bytes": int(s), "time_us": float(t * 1e6), "algbw_gbps": float(a), "busbw_gbps": float(b),
+             "algorithm": alg} for s, t, a, b, alg in zip(res.nbytes, res.time_s, res.algbw_gbps, res.busbw_gbps,
+                                                          res.algorithm)]
+    if plot:
+        from ..plots import busbw_plot
+
+        busbw_plot(res, f"{collective} on {gpus} x {ref.accelerator.id} ({ref.system.id})", plot)
+    if json_out:
+        print_json(rows if len(rows) > 1 else rows[0])
+        return
+    t = Table(title=f"{collective} over {gpus} ranks of {ref.system.id}", title_justify="left")
+    for col in ("size", "time us", "algbw GB/s", "busbw GB/s", "algorithm"):
+        t.add_column(col, justify="right" if col != "algorithm" else "left")
+    for r in rows:
+        t.add_row(_size(r["bytes"]), f"{r['time_us']:,.2f}", f"{r['algbw_gbps']:,.2f}", f"{r['busbw_gbps']:,.2f}",
+                  r["algorithm"])
+    console.print(t)
+    if plot:
+        console.print(f"busbw plot written to {plot}")
+
+
+def _size(n: float) -> str:
+    for unit, div in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= div:
+            return f"{n / div:g} {unit}"
+    return f"{n:g} B"

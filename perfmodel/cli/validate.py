@@ -1,0 +1,83 @@
+"""`perfmodel validate [FILE...]`: predictions against published measurements, with the error table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import Progress
+from rich.table import Table
+
+from ..validate import builtin_cases_path, load_cases, run_validation, summarise, worst
+from .common import JsonOpt, SpecsOpt, console, database, fmt_num, print_json
+
+
+def validate(
+    files: Annotated[Optional[list[Path]], typer.Argument(metavar="[FILE...]",
+                                                          help="Case files (SCHEMA.md v1); default: the shipped public cases.")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="Only this kind: train, infer, comm, gemm, membw, link.")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Predicted vs measured, log-log (PNG/SVG).", metavar="FILE")] = None,
+    json_out: JsonOpt = False,
+    specs: SpecsOpt = None,
+) -> None:
+    """Compare predictions with published measurements; exit 2 only if a case is malformed.
+
+    Example: perfmodel validate --kind infer --plot errors.png
+    """
+    db = database(specs)
+    paths = list(files) if files else [builtin_cases_path()]
+    n_cases = len(load_cases(paths)[0])
+    show_bar = not json_out and console.is_terminal
+    with Progress(console=console, transient=True, disable=not show_bar) as bar:
+        task = bar.add_task("predicting cases", total=n_cases)
+        results = run_validation(paths, kind, db, progress=lambda: bar.advance(task))
+    summary = summarise(results)
+    rows = [r.model_dump() for r in results]
+    if plot:
+        from ..plots import validation_plot
+
+        validation_plot(rows, plot)
+    if json_out:
+        print_json({"cases": [{k: r[k] for k in ("id", "kind", "system", "metric", "measured", "predicted", "error",
+                                                 "status", "reason")} for r in rows],
+                    "summary": summary, "worst": [w.id for w in worst(results)]})
+    else:
+        _print(results, summary)
+        if plot:
+            console.print(f"plot written to {plot}")
+    invalid = [r for r in results if r.status == "invalid"]
+    for r in invalid:
+        typer.echo(f"error: {r.reason}", err=True)
+    if invalid:
+        raise typer.Exit(code=2)
+
+
+def _print(results, summary) -> None:
+    t = Table(title="cases", title_justify="left")
+    for col in ("id", "kind", "system", "metric", "measured", "predicted", "error %"):
+        t.add_column(col, justify="right" if col in ("measured", "predicted", "error %") else "left", no_wrap=True)
+    for r in results:
+        if r.status == "ok":
+            t.add_row(r.id, r.kind, r.system or "-", r.metric, fmt_num(r.measured), fmt_num(r.predicted),
+                      f"{r.error * 100:+.1f}")
+        else:
+            t.add_row(r.id, r.kind, r.system or "-", r.metric, fmt_num(r.measured) if r.measured else "-", "-",
+                      f"{r.status}: {r.reason}"[:90])
+    console.print(t)
+    console.print(summary_table(summary))
+    w = worst(results)
+    if w:
+        console.print("worst cases: " + ", ".join(f"{r.id} ({r.error * 100:+.0f}%)" for r in w))
+
+
+def summary_table(summary: dict) -> Table:
+    s = Table(title="summary", title_justify="left")
+    for col in ("kind", "predicted", "cases", "unsupported", "invalid", "median |error|", "within 10%", "within 25%"):
+        s.add_column(col, justify="left" if col == "kind" else "right")
+    for k, v in summary.items():
+        pct = lambda x: "-" if x is None else f"{x:.0%}"
+        s.add_row(k, str(v["n"]), str(v["cases"]), str(v["unsupported"]), str(v["invalid"]),
+                  "-" if v["median_abs_error"] is None else f"{v['median_abs_error']:.1%}", pct(v["within_10"]),
+                  pct(v["within_25"]))
+    return s
