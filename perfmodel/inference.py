@@ -152,7 +152,7 @@ class _Ctx:
                 t, fl, by, tc, tm = gemm_time(r, op.m, op.n, op.k, self.dtype, ACT_BYTES if self.dtype in (
                     "bf16", "fp16") else 1.0, op.w_bytes, ACT_BYTES, op.groups)
                 t, fl, by, tc, tm = float(t), float(fl), float(by), float(tc), float(tm)
-                floor = r.floor_s * op.groups
+                floor = r.floor_s
             elif op.kind == "attention":
                 t, tc, tm = (float(x) for x in attention_time(r, op.flops, op.nbytes, op.tiles, "bf16"))
                 fl, by, floor = op.flops, op.nbytes, r.floor_s
@@ -175,9 +175,19 @@ class _Ctx:
                               intensity=fl / by if by else 0.0, time_us=t * 1e6, bound=bound))
         return total, busy
 
+    @property
+    def attn_ranks(self) -> int:
+        """Ranks that each hold their own sequences: the TP group under attention-DP, else one."""
+        return self.shard.tp if self.shard.attention_dp else 1
+
     def step(self, phase: str, seqs: float, tokens: float, ctx: float, logits_rows: float) -> StepCost:
-        """One forward step of one pipeline stage's worth of work, summed over all stages' layers."""
+        """One forward step over the instance's ``seqs`` sequences, summed over all pipeline stages' layers.
+
+        Under attention-DP each rank runs its own share of the sequences; the experts see all of them.
+        """
         m = self.model
+        r = self.attn_ranks
+        seqs, tokens, logits_rows = seqs / r, tokens / r, logits_rows / r
         rows: list[OpRow] = []
         window = m.sliding_window
         total = busy = 0.0
@@ -292,21 +302,21 @@ def estimate_inference(
     seq_tokens = isl + osl
     mem = plan_memory(arch, shard, pp, acc.memory_gb.value, eng, ctx.w_bytes, ctx.kv_bytes, ACT_BYTES, seq_tokens)
     _check_fit(mem, arch, acc.id, tp, pp)
-    cap = min(mem.max_sequences * pp, eng.max_batch)
+    cap = min(mem.max_sequences * pp * ctx.attn_ranks, eng.max_batch * ctx.attn_ranks)
     if requests is not None:
         cap = min(cap, max(math.ceil(requests / dp), 1))
     if batch is not None:
-        if batch > mem.max_sequences * pp:
+        if batch > mem.max_sequences * pp * ctx.attn_ranks:
             raise InputError(
-                f"--batch {batch}: only {mem.max_sequences * pp} sequences of {int(seq_tokens)} tokens fit per "
+                f"--batch {batch}: only {mem.max_sequences * pp * ctx.attn_ranks} sequences of {int(seq_tokens)} tokens fit per "
                 f"instance ({_gib(mem.kv_budget)} GiB for KV cache after weights and activations)")
         cap = batch
 
     # prefill work per request, in engine-sized chunks
-    chunk_seqs = max(1, int(eng.max_num_tokens // isl))
+    chunk_seqs = max(1, int(eng.max_num_tokens // isl)) * ctx.attn_ranks
     pre = ctx.step("prefill", chunk_seqs, chunk_seqs * isl, isl, chunk_seqs)
     prefill_per_req = pre.time_s / chunk_seqs
-    single = ctx.step("prefill", 1, isl, isl, 1) if chunk_seqs > 1 else pre
+    single = ctx.step("prefill", ctx.attn_ranks, ctx.attn_ranks * isl, isl, ctx.attn_ranks)
     ttft_alone = single.time_s
 
     def decode(c: float) -> StepCost:
@@ -365,11 +375,11 @@ def estimate_inference(
         model=arch.id, system=ref.system.id, device=acc.id, gpus=n_gpus, tp=tp, pp=pp, ep=ep, dp=dp,
         attention_dp=attention_dp, precision=precision, kv_precision=kv_precision, scenario=(
             "disaggregated" if disagg else scenario), engine=eng.name, isl=isl, osl=osl, batch=int(round(C)),
-        max_batch_fits=mem.max_sequences * pp, ttft_ms=ttft * 1e3, tpot_ms=tpot * 1e3, e2e_latency_s=e2e,
+        max_batch_fits=mem.max_sequences * pp * ctx.attn_ranks, ttft_ms=ttft * 1e3, tpot_ms=tpot * 1e3, e2e_latency_s=e2e,
         output_tokens_per_s=out_rate_total, total_tokens_per_s=total_rate,
         output_tokens_per_s_per_gpu=out_rate_total / n_gpus, total_tokens_per_s_per_gpu=total_rate / n_gpus,
         prefill_step_ms=pre.time_s * 1e3, decode_step_ms=dec.time_s * 1e3,
-        memory_per_gpu_bytes=mem.breakdown(math.ceil(C / pp)), memory_capacity_bytes=mem.capacity,
+        memory_per_gpu_bytes=mem.breakdown(math.ceil(C / pp / ctx.attn_ranks)), memory_capacity_bytes=mem.capacity,
         bound={"prefill": pre.bound, "decode": dec.bound},
         time_share={"prefill": pre.share(), "decode": dec.share()},
         cost_per_million_output_tokens_usd=cost, energy_per_output_token_j=energy, power_per_gpu_w=power,

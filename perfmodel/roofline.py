@@ -98,11 +98,15 @@ def device_rates(acc: Accelerator) -> DeviceRates:
                        tuple(fallbacks))
 
 
-def tile_utilisation(m, n, k, sms: int) -> np.ndarray:
-    """Share of the machine's tensor throughput a GEMM's tiling keeps busy (0-1]."""
-    m, n, k = (np.asarray(x, dtype=float) for x in (m, n, k))
+def tile_utilisation(m, n, k, sms: int, groups=1) -> np.ndarray:
+    """Share of the machine's tensor throughput a GEMM's tiling keeps busy (0-1].
+
+    ``groups`` independent GEMMs of the same shape launched as one grouped/batched kernel (MoE experts,
+    per-head products) share the waves.
+    """
+    m, n, k, groups = (np.asarray(x, dtype=float) for x in (m, n, k, groups))
     tm, tn = np.ceil(m / TILE_M), np.ceil(n / TILE_N)
-    tiles = tm * tn
+    tiles = tm * tn * np.maximum(np.ceil(groups), 1)
     pad = (m * n) / (tm * TILE_M * tn * TILE_N)
     split = np.clip(np.floor(sms / np.maximum(tiles, 1)), 1, np.maximum(np.floor(k / SPLIT_K_CHUNK), 1))
     work = tiles * split
@@ -111,15 +115,16 @@ def tile_utilisation(m, n, k, sms: int) -> np.ndarray:
 
 
 def gemm_time(rates: DeviceRates, m, n, k, dtype: str, in_bytes: float, w_bytes: float, out_bytes: float = 2.0,
-              count=1):
-    """(time_s, flops, bytes) of ``count`` GEMMs C[m,n] = A[m,k] @ W[k,n] with weights in w_bytes/element."""
-    m, n, k, count = (np.asarray(x, dtype=float) for x in (m, n, k, count))
-    flops = 2.0 * m * n * k * count
-    nbytes = (m * k * in_bytes + k * n * w_bytes + m * n * out_bytes) * count
-    util = tile_utilisation(m, n, k, rates.sms)
+              groups=1):
+    """One GEMM kernel C[m,n] = A[m,k] @ W[k,n] (``groups`` of them, grouped): (time_s, flops, bytes,
+    compute_s, memory_s), with weights in ``w_bytes`` per element and one kernel floor."""
+    m, n, k, groups = (np.asarray(x, dtype=float) for x in (m, n, k, groups))
+    flops = 2.0 * m * n * k * groups
+    nbytes = (m * k * in_bytes + k * n * w_bytes + m * n * out_bytes) * groups
+    util = tile_utilisation(m, n, k, rates.sms, groups)
     t_comp = flops / (rates.achievable_tflops(dtype) * 1e12 * util)
     t_mem = nbytes / (rates.achievable_gbps * 1e9)
-    return np.maximum(t_comp, t_mem) + rates.floor_s * count, flops, nbytes, t_comp, t_mem
+    return np.maximum(t_comp, t_mem) + rates.floor_s, flops, nbytes, t_comp, t_mem
 
 
 def memory_time(rates: DeviceRates, nbytes, kernels=1):

@@ -1,0 +1,158 @@
+"""Serving estimates: hand-checked decode and prefill bounds, memory, MoE and MLA formulas, bad plans."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from perfmodel.errors import InputError
+from perfmodel.inference import estimate_inference
+from perfmodel.memory import kv_bytes_per_token, weight_bytes_per_gpu
+from perfmodel.models import catalog
+from perfmodel.ops import Shard, expected_distinct_experts
+from perfmodel.roofline import device_rates
+from perfmodel.specdb import load_database
+
+
+def test_llama8b_batch1_decode_is_weight_bound(db):
+    """TPOT at batch 1 = weight bytes / achievable HBM bandwidth + one floor per kernel (+ tiny KV/activations)."""
+    m = catalog()["llama-3.1-8b"]
+    r = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 64, 2, batch=1, precision="bf16", db=db)
+    rates = device_rates(db.accelerator("h100-sxm"))
+    read = (m.params_total - m.embedding_params()) * 2  # the embedding table is gathered, not streamed
+    weight_s = read / (3350e9 * rates.mem_fraction)
+    kernels = 8 * m.layers + 4  # norm, qkv, attention, o, norm, up, act, down per layer; embed, norm, head, sample
+    expected_ms = (weight_s + kernels * rates.floor_s) * 1e3
+    assert r.decode_step_ms == pytest.approx(expected_ms, rel=0.03)
+    assert r.bound["decode"] == "memory"
+
+
+def test_long_prefill_is_compute_bound(db):
+    r = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 8192, 16, batch=1, db=db)
+    assert r.bound["prefill"] == "compute"
+    assert r.time_share["prefill"]["compute"] > 0.8
+
+
+def test_expected_distinct_experts():
+    assert expected_distinct_experts(8, 2, 1) == pytest.approx(2.0)
+    assert expected_distinct_experts(8, 2, 2) == pytest.approx(8 * (1 - 0.75**2))  # 3.5
+    assert expected_distinct_experts(256, 8, 10_000) == pytest.approx(256, rel=1e-6)
+    rng = np.random.default_rng(0)
+    E, k, T = 64, 6, 20
+    draws = [len({e for _ in range(T) for e in rng.choice(E, k, replace=False)}) for _ in range(2000)]
+    assert np.mean(draws) == pytest.approx(expected_distinct_experts(E, k, T), rel=0.02)
+
+
+def test_kv_bytes_per_token():
+    m70 = catalog()["llama-3.1-70b"]
+    assert kv_bytes_per_token(m70, Shard(tp=1), 1, 2.0) == 80 * 2 * 8 * 128 * 2  # 327,680 B
+    assert kv_bytes_per_token(m70, Shard(tp=8), 1, 2.0) == 80 * 2 * 1 * 128 * 2  # one KV head per rank
+    assert kv_bytes_per_token(m70, Shard(tp=16), 1, 2.0) == 80 * 2 * 1 * 128 * 2  # replicated past k
+    ds = catalog()["deepseek-v3"]
+    assert kv_bytes_per_token(ds, Shard(tp=1), 1, 2.0) == 61 * (512 + 64) * 2  # 70,272 B: the MLA latent
+    assert kv_bytes_per_token(ds, Shard(tp=8), 1, 1.0) == 61 * (512 + 64)  # latent replicated across TP
+
+
+def test_larger_tp_means_fewer_weight_bytes():
+    m = catalog()["llama-3.1-70b"]
+    sizes = [weight_bytes_per_gpu(m, Shard(tp=t), 1, 1.0).total for t in (1, 2, 4, 8)]
+    assert all(a > b for a, b in zip(sizes, sizes[1:]))
+    assert sizes[0] / sizes[3] == pytest.approx(8, rel=0.01)
+
+
+def test_moe_weights_split_over_ep_with_attention_dp():
+    m = catalog()["deepseek-v3"]
+    one = weight_bytes_per_gpu(m, Shard(tp=8, ep=8, attention_dp=True), 1, 1.0)
+    two = weight_bytes_per_gpu(m, Shard(tp=16, ep=16, attention_dp=True), 1, 1.0)
+    assert two.experts < one.experts
+    assert two.attention == one.attention  # attention replicated under attention-DP
+
+
+@pytest.mark.parametrize(
+    "kwargs,flag",
+    [
+        (dict(model="llama-3.1-8b", tp=3), "--tp 3"),
+        (dict(model="llama-3.1-70b", tp=16, gpus=16, system="dgx-h100"), None),
+        (dict(model="mixtral-8x7b", tp=2, ep=3), "--ep 3"),
+        (dict(model="llama-3.1-8b", ep=2, tp=2), "--ep 2"),
+        (dict(model="llama-3.1-8b", precision="fp7"), "--precision"),
+        (dict(model="llama-3.1-8b", batch=0), "--batch"),
+    ],
+)
+def test_bad_plans(db, kwargs, flag):
+    system = kwargs.pop("system", "8 x h100-sxm")
+    model = kwargs.pop("model")
+    if flag is None:  # a valid plan: TP past the KV heads replicates them
+        estimate_inference(model, system, 128, 128, db=db, **kwargs)
+        return
+    kwargs.setdefault("gpus", kwargs.get("tp", 1) * kwargs.get("pp", 1))
+    with pytest.raises(InputError) as ei:
+        estimate_inference(model, system, 128, 128, db=db, **kwargs)
+    assert flag in str(ei.value)
+
+
+def test_model_that_does_not_fit_says_by_how_much(db):
+    with pytest.raises(InputError) as ei:
+        estimate_inference("llama-3.1-405b", "1 x h100-sxm", 128, 128, db=db)
+    msg = str(ei.value)
+    assert "does not fit" in msg and "short by" in msg and "GiB" in msg
+
+
+def test_batch_larger_than_fits(db):
+    with pytest.raises(InputError, match="--batch"):
+        estimate_inference("llama-3.1-70b", "2 x h100-sxm", 4096, 4096, tp=2, batch=100_000, db=db)
+
+
+def _scaled_db(tmp_path, device: str, field: str, factor: float):
+    base = load_database()
+    acc = base.accelerator(device)
+    value = getattr(acc, field).value * factor
+    d = tmp_path / f"{field}-{factor}"
+    d.mkdir()
+    (d / "o.yaml").write_text(f"extends: {device}\n{field}: {{value: {value}, assumed: 'what-if'}}\n")
+    return load_database((str(d),))
+
+
+@settings(max_examples=8, deadline=None)
+@given(factor=st.floats(1.05, 3.0), isl=st.sampled_from([128, 2048]), batch=st.sampled_from([1, 32, 256]))
+def test_more_bandwidth_is_never_slower(tmp_path_factory, factor, isl, batch):
+    tmp = tmp_path_factory.mktemp("bw")
+    base = load_database()
+    fast = _scaled_db(tmp, "h100-sxm", "memory_bandwidth_gbps", factor)
+    kw = dict(isl=isl, osl=256, batch=batch, precision="fp8")
+    slow_r = estimate_inference("llama-3.1-8b", "1 x h100-sxm", db=base, **kw)
+    fast_r = estimate_inference("llama-3.1-8b", "1 x h100-sxm", db=fast, **kw)
+    assert fast_r.decode_step_ms <= slow_r.decode_step_ms + 1e-9
+    assert fast_r.output_tokens_per_s >= slow_r.output_tokens_per_s - 1e-9
+
+
+def test_server_scenario_and_slo(db):
+    off = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 1000, 200, precision="fp8", db=db)
+    low = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 1000, 200, precision="fp8", scenario="server",
+                             rate=1.0, slo_ttft_ms=2000, slo_tpot_ms=100, db=db)
+    assert low.output_tokens_per_s == pytest.approx(200.0)
+    assert low.slo_attainment > 0.99
+    assert low.tpot_ms < off.tpot_ms  # a lightly loaded server decodes small batches
+    cap = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 1000, 200, precision="fp8", scenario="server",
+                             slo_ttft_ms=2000, slo_tpot_ms=50, db=db)
+    assert cap.max_rate_within_slo > 1.0
+    assert cap.tpot_ms <= 50 + 1e-6
+    with pytest.raises(InputError, match="--rate"):
+        estimate_inference("llama-3.1-8b", "1 x h100-sxm", 1000, 200, scenario="server", rate=1e6, db=db)
+
+
+def test_disaggregated_costs_kv_transfer(db):
+    r = estimate_inference("llama-3.1-70b", "dgx-h100", 4000, 500, tp=2, precision="fp8", prefill_gpus=2,
+                           decode_gpus=6, db=db)
+    assert r.scenario == "disaggregated" and r.kv_transfer_ms > 0
+    kv = 80 * 2 * 4 * 128 * 1 * 4000  # bytes per request on one rank: 80 layers, 4 KV heads/rank, fp8
+    assert r.kv_transfer_ms < kv / 100e9 * 1e3 * 10  # NVLink-class, not PCIe-class
+
+
+def test_cost_and_energy_present_for_priced_device(db):
+    r = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 1000, 1000, precision="fp8", db=db)
+    price = db.accelerator("h100-sxm").price_per_hour_usd.value
+    assert r.cost_per_million_output_tokens_usd == pytest.approx(price / 3600 / r.output_tokens_per_s * 1e6)
+    assert 0 < r.energy_per_output_token_j < 10
+    assert r.memory_per_gpu_bytes["weights"] > 8e9

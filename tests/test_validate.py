@@ -1,0 +1,111 @@
+"""The validation machinery on small synthetic cases: parsing, error arithmetic, unsupported, malformed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from perfmodel.cli import app
+from perfmodel.roofline import device_rates, gemm_time
+from perfmodel.validate import run_validation, summarise
+
+GEMM = """\
+- id: G1
+  kind: gemm
+  source: synthetic
+  device: h100-sxm
+  gemm: {m: 8192, n: 8192, k: 8192, dtype: bf16}
+  measured: {metric: tflops, value: 700.0}
+- id: G2
+  kind: gemm
+  source: synthetic
+  device: h100-sxm
+  gemm: {m: 8192, n: 8192, k: 8192, dtype: bf16}
+  measured: {metric: tflops, value: 900.0}
+- id: U1
+  kind: infer
+  source: synthetic
+  system: dgx-h100
+  gpus: 8
+  model: llama-2-70b
+  infer: {isl: null, osl: 300}
+  measured: {metric: output_tokens_per_s, value: 1000}
+"""
+
+
+def _predicted_gemm(db) -> float:
+    rates = device_rates(db.accelerator("h100-sxm"))
+    t, flops, *_ = gemm_time(rates, 8192, 8192, 8192, "bf16", 2, 2, 2)
+    return float(flops / t / 1e12)
+
+
+def test_error_arithmetic_and_unsupported(tmp_path, db):
+    f = tmp_path / "cases.yaml"
+    f.write_text(GEMM)
+    res = {r.id: r for r in run_validation([f], db=db)}
+    pred = _predicted_gemm(db)
+    assert res["G1"].predicted == pytest.approx(pred)
+    assert res["G1"].error == pytest.approx((pred - 700) / 700)
+    assert res["G2"].error == pytest.approx((pred - 900) / 900)
+    assert res["U1"].status == "unsupported" and "isl" in res["U1"].reason
+    s = summarise(list(res.values()))
+    assert s["gemm"]["n"] == 2 and s["all"]["unsupported"] == 1
+    errs = sorted(abs(res[i].error) for i in ("G1", "G2"))
+    assert s["gemm"]["median_abs_error"] == pytest.approx(sum(errs) / 2)
+    assert s["gemm"]["within_25"] == pytest.approx(sum(e <= 0.25 for e in errs) / 2)
+
+
+def test_malformed_case_exits_2_after_others_run(tmp_path):
+    bad = GEMM + """\
+- id: BAD1
+  kind: gemm
+  source: synthetic
+  device: h100-sxm
+  gemm: {m: 8, n: 8, dtype: bf16}
+  measured: {metric: tflops, value: 1.0}
+- id: BAD2
+  kind: gemm
+  source: synthetic
+  device: h100-sxm
+  gemm: {m: 8, n: 8, k: 8, dtype: bf16}
+  measured: {metric: gbps, value: 1.0}
+"""
+    f = tmp_path / "cases.yaml"
+    f.write_text(bad)
+    res = CliRunner().invoke(app, ["validate", str(f), "--json"])
+    assert res.exit_code == 2
+    doc = json.loads(res.stdout)
+    status = {c["id"]: c["status"] for c in doc["cases"]}
+    assert status["G1"] == "ok" and status["U1"] == "unsupported"
+    assert status["BAD1"] == "invalid" and status["BAD2"] == "invalid"
+    assert "case BAD1" in res.stderr and "gemm.k" in res.stderr
+    assert "case BAD2" in res.stderr and "measured.metric" in res.stderr
+    for key in ("id", "kind", "metric", "measured", "predicted", "error", "status", "reason"):
+        assert key in doc["cases"][0]
+    assert set(doc["summary"]["all"]) >= {"n", "median_abs_error", "within_10", "within_25"}
+
+
+def test_large_errors_exit_0(tmp_path):
+    f = tmp_path / "cases.yaml"
+    f.write_text(GEMM.replace("value: 700.0", "value: 1.0"))
+    res = CliRunner().invoke(app, ["validate", str(f)])
+    assert res.exit_code == 0, res.output
+    assert "worst cases: G1" in res.stdout
+
+
+def test_shipped_cases_all_parse_and_every_gemm_membw_link_comm_is_predicted(db):
+    res = run_validation(db=db)
+    assert not [r.id for r in res if r.status == "invalid"]
+    for r in res:
+        if r.kind in ("gemm", "membw", "link", "comm"):
+            assert r.status == "ok", (r.id, r.reason)
+    assert sum(r.kind == "infer" and r.status == "ok" for r in res) >= 60
+
+
+def test_validate_plot(tmp_path):
+    out = tmp_path / "v.png"
+    res = CliRunner().invoke(app, ["validate", "--kind", "gemm", "--plot", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.stat().st_size > 5000
