@@ -18,6 +18,7 @@ def validate(
                                                           help="Case files (SCHEMA.md v1); default: the shipped public cases.")] = None,
     kind: Annotated[Optional[str], typer.Option("--kind", help="Only this kind: train, infer, comm, gemm, membw, link.")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Predicted vs measured, log-log (PNG/SVG).", metavar="FILE")] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print only the summary as a Markdown table.")] = False,
     json_out: JsonOpt = False,
     specs: SpecsOpt = None,
 ) -> None:
@@ -28,7 +29,7 @@ def validate(
     db = database(specs)
     paths = list(files) if files else [builtin_cases_path()]
     n_cases = len(load_cases(paths)[0])
-    show_bar = not json_out and console.is_terminal
+    show_bar = not json_out and not markdown and console.is_terminal
     with Progress(console=console, transient=True, disable=not show_bar) as bar:
         task = bar.add_task("predicting cases", total=n_cases)
         results = run_validation(paths, kind, db, progress=lambda: bar.advance(task))
@@ -38,7 +39,9 @@ def validate(
         from ..plots import validation_plot
 
         validation_plot(rows, plot)
-    if json_out:
+    if markdown:
+        typer.echo(summary_markdown(summary))
+    elif json_out:
         print_json({"cases": [{k: r[k] for k in ("id", "kind", "system", "metric", "measured", "predicted", "error",
                                                  "status", "reason")} for r in rows],
                     "summary": summary, "worst": [w.id for w in worst(results)]})
@@ -81,3 +84,14 @@ def summary_table(summary: dict) -> Table:
                   "-" if v["median_abs_error"] is None else f"{v['median_abs_error']:.1%}", pct(v["within_10"]),
                   pct(v["within_25"]))
     return s
+
+
+def summary_markdown(summary: dict) -> str:
+    """The summary as the Markdown table the README carries."""
+    lines = ["| kind | predicted | cases | unsupported | median abs error | within 10% | within 25% |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    pct = lambda x, d=0: "-" if x is None else f"{x * 100:.{d}f}%"
+    for k, v in summary.items():
+        lines.append(f"| {k} | {v['n']} | {v['cases']} | {v['unsupported'] + v['invalid']} | "
+                     f"{pct(v['median_abs_error'], 1)} | {pct(v['within_10'])} | {pct(v['within_25'])} |")
+    return "\n".join(lines)
