@@ -48,3 +48,12 @@ def get_engine(name: str | None) -> Engine:
     if key not in ENGINES:
         raise InputError(f"--engine: expected one of {', '.join(ENGINES)} (got '{name}')")
     return ENGINES[key]
+
+
+def engine_from_text(text: str | None) -> str | None:
+    """The engine a free-text description names (validation cases), or None for the default."""
+    t = (text or "").lower()
+    for needle, key in (("tensorrt", "trtllm"), ("trt-llm", "trtllm"), ("vllm", "vllm"), ("sglang", "sglang")):
+        if needle in t:
+            return key
+    return None

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .comm import collective_time
 from .errors import InputError, format_validation_error
+from .engines import engine_from_text
 from .inference import estimate_inference
 from .roofline import device_rates, gemm_time, memory_time
 from .specdb import Database, load_database, read_yaml
@@ -236,7 +237,43 @@ def _comm(case: Case, db: Database) -> float:
 
 
 def _train(case: Case, db: Database) -> float:
-    raise Unsupported("training estimates are not implemented yet (issue 4)")
+    from .training import estimate_training
+
+    t = case.train
+    if case.model is None:
+        raise Unsupported("no model given")
+    if t.seq_len is None or t.global_batch is None:
+        raise Unsupported("sequence length or global batch not stated in the source")
+    ref = db.resolve_system(case.system)
+    gpus = case.gpus or ref.gpus
+    tp, pp, cp, ep, vp = t.tp or 1, t.pp or 1, t.cp or 1, t.ep or 1, t.vp or 1
+    dp = t.dp or gpus // (tp * pp * cp)
+    precision = t.precision or "bf16"
+    recompute = t.recompute or "none"
+    zero = t.zero if t.zero is not None else 1
+    flash = _has_flash_attention(t.framework)
+    mbs = [t.micro_batch] if t.micro_batch else [1, 2, 4, 8]
+    best, err = None, None
+    for mb in mbs:
+        try:
+            r = estimate_training(case.model, case.system, gpus, seq_len=t.seq_len, global_batch=t.global_batch,
+                                  tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vp=vp, micro_batch=mb,
+                                  sequence_parallel=t.sequence_parallel, precision=precision, recompute=recompute,
+                                  zero=zero, flash_attention=flash, db=db)
+        except InputError as e:
+            err = e
+            continue
+        if best is None or (r.fits, -r.step_time_s) > (best.fits, -best.step_time_s):
+            best = r
+    if best is None:
+        raise Unsupported(str(err))
+    return getattr(best, case.measured.metric)
+
+
+def _has_flash_attention(framework: str | None) -> bool:
+    """FlashAttention (2022) postdates the 2021 Megatron-LM runs; later frameworks fuse attention."""
+    text = (framework or "").lower()
+    return not ("2021" in text or "ptd-p" in text)
 
 
 def _infer(case: Case, db: Database) -> float:
@@ -249,8 +286,12 @@ def _infer(case: Case, db: Database) -> float:
         raise Unsupported("no model given")
     if b.speculative:
         raise Unsupported(f"speculative decoding ({b.speculative}) is not modelled")
-    osl = b.osl
-    isl = b.isl
+    isl, osl = b.isl, b.osl
+    if isl is None or osl is None:
+        known = dataset_means(case)
+        if known is not None:
+            isl = isl if isl is not None else known["isl_mean"]
+            osl = osl if osl is not None else known["osl_mean"]
     if osl is None:
         raise Unsupported("mean output length (osl) not stated")
     if isl is None:
@@ -272,7 +313,7 @@ def _infer(case: Case, db: Database) -> float:
                 attention_dp=bool(b.attention_dp), precision=precision, kv_precision=b.kv_precision,
                 batch=b.concurrency, scenario=scenario, rate=b.rate, slo_ttft_ms=b.slo_ttft_ms,
                 slo_tpot_ms=b.slo_tpot_ms, requests=b.requests, prefill_gpus=b.prefill_gpus,
-                decode_gpus=b.decode_gpus, engine=b.engine, breakdown=False, db=db)
+                decode_gpus=b.decode_gpus, engine=engine_from_text(b.engine), breakdown=False, db=db)
         except InputError as e:
             if len(tps) == 1:
                 raise Unsupported(str(e)) from None
@@ -283,6 +324,19 @@ def _infer(case: Case, db: Database) -> float:
         raise Unsupported("no tensor-parallel degree fits the model on this system")
     metric = case.measured.metric
     return getattr(best, metric)
+
+
+def dataset_means(case: Case) -> dict | None:
+    """Mean lengths of a known benchmark dataset (perfmodel/validation/datasets.yaml) for an MLPerf case."""
+    if "mlperf" not in case.source.lower() or not isinstance(case.model, str):
+        return None
+    import yaml
+
+    table = yaml.safe_load((builtin_cases_path().parent / "datasets.yaml").read_text())
+    for row in table:
+        if row["model"] == case.model and row["isl_max"] == case.infer.isl_max:
+            return row
+    return None
 
 
 def load_cases(paths: list[Path]) -> tuple[list[Case], list[CaseResult]]:
