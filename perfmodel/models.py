@@ -35,7 +35,7 @@ GATED = {"swiglu", "geglu"}
 # Family defaults applied to an inline or catalog architecture before validation (SCHEMA.md).
 FAMILY_DEFAULTS: dict[str, dict] = {
     "gpt": {"activation": "gelu", "norm": "layernorm", "position": "learned", "attention_bias": True,
-            "mlp_bias": True, "tied_embeddings": True},
+            "mlp_bias": True, "tied_embeddings": True, "vocab": 50257},  # GPT-2/GPT-3 BPE (Radford et al. 2019)
     "llama": {"activation": "swiglu", "norm": "rmsnorm", "position": "rope", "tied_embeddings": False},
     "mixtral": {"activation": "swiglu", "norm": "rmsnorm", "position": "rope", "tied_embeddings": False},
     "qwen-moe": {"activation": "swiglu", "norm": "rmsnorm", "position": "rope", "tied_embeddings": False},

@@ -120,10 +120,15 @@ def kv_elements_per_token_layer(model: ModelArch, tp: int) -> float:
 
 
 def layer_ops(model: ModelArch, shard: Shard, tokens: float, seqs: float, ctx: float, phase: str,
-              act_bytes: float, w_bytes: float, kv_bytes: float, moe: bool, window: float | None = None
-              ) -> list[Op]:
+              act_bytes: float, w_bytes: float, kv_bytes: float, moe: bool, window: float | None = None,
+              flash: bool = True) -> list[Op]:
     """Operators of one layer on one rank. ``phase`` is "prefill" (causal over ``ctx`` = prompt length)
-    or "decode" (one query token per sequence over ``ctx`` cached tokens)."""
+    or "decode" (one query token per sequence over ``ctx`` cached tokens).
+
+    ``flash=False`` models unfused attention (Megatron-LM before FlashAttention): the full ``s x s``
+    score matrix is computed and written, then read by a fused scale-mask-softmax and by dropout, about
+    13 bytes per score element (scores 2, softmax read/write 4, dropout read/write/mask 5, PV read 2).
+    """
     h, a, d = model.hidden, model.heads, model.d_head
     t = shard.attn_tp
     a_loc = a / t
@@ -160,10 +165,14 @@ def layer_ops(model: ModelArch, shard: Shard, tokens: float, seqs: float, ctx: f
             ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes, tiles=seqs * kv_loc))
         else:
             pairs = seqs * L * (L + 1) / 2 if not window else seqs * (L * (L + 1) / 2 + max(ctx - L, 0) * L)
+            if not flash:
+                pairs = seqs * L * L
             flops = 4 * pairs * a_loc * d
             nbytes = T * (2 * a_loc + 2 * kv_loc) * d * act_bytes + T * 2 * kv_loc * d * kv_bytes
             ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes,
                           tiles=seqs * a_loc * max(ctx / 128, 1)))
+            if not flash:
+                ops.append(Op("softmax_dropout", "memory", nbytes=13 * seqs * a_loc * L * L))
         ops.append(Op("o_proj", "gemm", m=T, n=h, k=a_loc * d, w_bytes=w_bytes))
     if t > 1:
         ops.append(Op("tp_allreduce_attn", "comm", collective="all_reduce", nbytes=T * h * act_bytes, group=t))

@@ -129,10 +129,10 @@ def bubble_fraction(pp: int, m: int, vp: int = 1) -> float:
 
 class _Trainer:
     def __init__(self, db: Database, ref: SystemRef, m: ModelArch, tp: int, pp: int, dp: int, cp: int, ep: int,
-                 sp: bool, mb: int, seq: int, precision: str):
+                 sp: bool, mb: int, seq: int, precision: str, flash: bool = True):
         self.db, self.ref, self.m = db, ref, m
         self.tp, self.pp, self.dp, self.cp, self.ep, self.sp = tp, pp, dp, cp, ep, sp
-        self.mb, self.seq = mb, seq
+        self.mb, self.seq, self.flash = mb, seq, flash
         self.rates: DeviceRates = device_rates(ref.accelerator)
         self.dtype = "fp8" if precision == "fp8" else "bf16"
         self.in_bytes = 1.0 if precision == "fp8" else ACT_BYTES
@@ -159,7 +159,7 @@ class _Trainer:
         m, tp, cp = self.m, self.tp, self.cp
         T = self.mb * self.seq / cp
         ops = layer_ops(m, Shard(tp=tp, ep=1), T, self.mb, self.seq / cp, "prefill", ACT_BYTES, self.in_bytes,
-                        ACT_BYTES, moe)
+                        ACT_BYTES, moe, flash=self.flash)
         p = _Parts()
         fwd = 0.0
         attn_fwd = 0.0
@@ -194,6 +194,12 @@ class _Trainer:
             f = gemm_time(r, op.m, op.n, op.k, *args, groups=op.groups)[0]
             dgrad = gemm_time(r, op.m, op.k, op.n, *args, groups=op.groups)[0]
             wgrad = gemm_time(r, op.k, op.n, op.m, *args, groups=op.groups)[0]
+            if self.dtype == "fp8":
+                # Transformer Engine FP8: the forward keeps a transposed FP8 copy of each GEMM input for the
+                # weight gradient (1 byte/element written), and the backward casts and transposes the output
+                # gradient (2 read + 1 + 1 written), as its cast-transpose kernels do.
+                f += memory_time(r, op.m * op.k * op.groups * 1.0)[0]
+                dgrad += memory_time(r, op.m * op.n * op.groups * 4.0)[0]
             return float(f), float(dgrad + wgrad)
         if op.kind == "attention":
             flops = op.flops * self.cp  # local queries attend to all keys around the ring
@@ -245,8 +251,6 @@ def _check_plan(m: ModelArch, gpus: int, tp: int, pp: int, dp: int, cp: int, ep:
         raise InputError(f"--tp {tp}: must divide the KV heads ({m.n_kv_heads}) of {m.id}, or be a multiple of them")
     if pp > m.layers:
         raise InputError(f"--pp {pp}: more stages than layers ({m.layers})")
-    if vp > 1 and m.layers % (pp * vp):
-        raise InputError(f"--vp {vp}: layers ({m.layers}) must divide into pp x vp = {pp * vp} chunks")
     if vp > 1 and pp == 1:
         raise InputError("--vp: interleaving needs --pp > 1")
     if ep > 1:
@@ -304,7 +308,7 @@ def estimate_training(
     if tp > ref.system.scale_up.domain_size.value:
         raise InputError(f"--tp {tp}: larger than the scale-up domain of {ref.system.id} "
                          f"({int(ref.system.scale_up.domain_size.value)}); TP across nodes is not modelled")
-    tr = _Trainer(db, ref, m, tp, pp, dp, cp, ep, sp, micro_batch, seq_len, precision)
+    tr = _Trainer(db, ref, m, tp, pp, dp, cp, ep, sp, micro_batch, seq_len, precision, flash_attention)
     n_micro = global_batch // (micro_batch * dp)
     stages = split_layers(m.layers, pp)
     dense_parts = tr.layer(False, recompute) if m.dense_mlp_layers else None

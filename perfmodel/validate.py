@@ -246,7 +246,14 @@ def _train(case: Case, db: Database) -> float:
         raise Unsupported("sequence length or global batch not stated in the source")
     ref = db.resolve_system(case.system)
     gpus = case.gpus or ref.gpus
-    tp, pp, cp, ep, vp = t.tp or 1, t.pp or 1, t.cp or 1, t.ep or 1, t.vp or 1
+    cp, ep, vp = t.cp or 1, t.ep or 1, t.vp or 1
+    tp, pp = t.tp, t.pp
+    if tp is None and pp is None and t.dp:
+        # model-parallel size known, its split not: TP fills a node (Megatron practice), PP takes the rest
+        mp = gpus // (t.dp * cp)
+        tp = math.gcd(mp, ref.system.gpus_per_node)
+        pp = mp // tp
+    tp, pp = tp or 1, pp or 1
     dp = t.dp or gpus // (tp * pp * cp)
     precision = t.precision or "bf16"
     recompute = t.recompute or "none"
