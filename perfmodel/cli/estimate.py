@@ -11,7 +11,8 @@ from ..comm import collective_time
 from ..errors import InputError
 from ..inference import InferenceResult, estimate_inference
 from ..roofline import device_rates
-from ..units import parse_size_range
+from ..training import TrainingResult, estimate_training
+from ..units import parse_count, parse_size_range
 from .common import JsonOpt, SpecsOpt, console, database, fmt_num, print_json
 
 app = typer.Typer(help="Predict serving, training or collective performance.", no_args_is_help=True)
@@ -129,6 +130,82 @@ def _print_infer(r: InferenceResult, show_breakdown: bool) -> None:
                 bt.add_row(phase, name, kind, fmt_num(cnt), f"{fl / 1e9:,.2f}", f"{by / 1e6:,.2f}",
                            f"{fl / by:,.1f}" if by else "-", f"{tus:,.1f}", f"{tus / tot:.1%}", bound)
         console.print(bt)
+    for a in r.assumptions:
+        console.print(f"[dim]assumption: {a}[/dim]")
+
+
+@app.command("train")
+def train(
+    model: Annotated[str, typer.Option("--model", help="Catalog id or path to a Hugging Face config.json.")],
+    system: Annotated[str, typer.Option("--system", help="System id or 'N x DEVICE'.")],
+    gpus: Annotated[int, typer.Option("--gpus", help="Total GPUs (= tp x pp x dp x cp).")],
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sample.")],
+    global_batch: Annotated[int, typer.Option("--global-batch", help="Samples per optimizer step.")],
+    tp: Annotated[int, typer.Option("--tp", help="Tensor parallel.")] = 1,
+    pp: Annotated[int, typer.Option("--pp", help="Pipeline parallel.")] = 1,
+    dp: Annotated[Optional[int], typer.Option("--dp", help="Data parallel (default: the rest).")] = None,
+    cp: Annotated[int, typer.Option("--cp", help="Context parallel.")] = 1,
+    ep: Annotated[int, typer.Option("--ep", help="Expert parallel (MoE).")] = 1,
+    vp: Annotated[int, typer.Option("--vp", help="Virtual pipeline stages per rank (interleaving).")] = 1,
+    micro_batch: Annotated[int, typer.Option("--micro-batch", help="Samples per micro-batch.")] = 1,
+    sequence_parallel: Annotated[Optional[bool], typer.Option("--sequence-parallel/--no-sequence-parallel",
+                                                              help="Megatron SP (default: on when tp > 1).")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="bf16, fp16 or fp8.")] = "bf16",
+    recompute: Annotated[str, typer.Option("--recompute", help="none, selective or full.")] = "none",
+    zero: Annotated[int, typer.Option("--zero", help="0-3 (1 = distributed optimizer).")] = 1,
+    tokens: Annotated[Optional[str], typer.Option("--tokens", help="Training tokens, e.g. 15T: time, GPU-hours, cost.")] = None,
+    show_breakdown: Annotated[bool, typer.Option("--breakdown", help="Step-time and memory tables.")] = False,
+    json_out: JsonOpt = False,
+    specs: SpecsOpt = None,
+) -> None:
+    """Predict step time, MFU/HFU, tokens/s and memory per GPU for a parallel training plan.
+
+    Example: perfmodel estimate train --model llama-3.1-70b --system dgx-h100 --gpus 64 --tp 4 --pp 4 --seq-len 8192 --global-batch 128 --precision fp8
+    """
+    db = database(specs)
+    res = estimate_training(model, system, gpus, seq_len=seq_len, global_batch=global_batch, tp=tp, pp=pp, dp=dp,
+                            cp=cp, ep=ep, vp=vp, micro_batch=micro_batch, sequence_parallel=sequence_parallel,
+                            precision=precision, recompute=recompute, zero=zero,
+                            tokens=parse_count(tokens, "--tokens") if tokens else None, db=db)
+    if json_out:
+        print_json(res.model_dump(mode="json"))
+        return
+    _print_train(res, show_breakdown)
+
+
+def _print_train(r: TrainingResult, show_breakdown: bool) -> None:
+    console.print(f"[bold]{r.model}[/bold] on {r.gpus} x {r.device} ({r.system}): tp={r.tp} pp={r.pp} dp={r.dp} "
+                  f"cp={r.cp} ep={r.ep} vp={r.vp}{' sp' if r.sequence_parallel else ''}, micro-batch {r.micro_batch} x "
+                  f"{r.micro_batches}, {r.precision}, recompute {r.recompute}, ZeRO-{r.zero}")
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_column()
+    t.add_row("step time", f"{r.step_time_s:,.3f}", "s")
+    t.add_row("throughput", f"{r.tokens_per_s:,.0f}", f"tokens/s ({r.tokens_per_s_per_gpu:,.0f} per GPU)")
+    t.add_row("MFU / HFU", f"{r.mfu:.1%} / {r.hfu:.1%}", f"of the dense {r.precision} peak")
+    used = sum(r.memory_per_gpu_bytes.values())
+    fit = "fits" if r.fits else f"DOES NOT FIT: {(used - r.memory_capacity_bytes) / 2**30:,.1f} GiB over"
+    t.add_row("memory per GPU", f"{used / 2**30:,.1f} GiB", f"of {r.memory_capacity_bytes / 2**30:,.1f} GiB ({fit})")
+    if r.train_time_days is not None:
+        t.add_row("to train", f"{r.train_time_days:,.1f}", f"days, {r.gpu_hours:,.0f} GPU-hours"
+                  + (f", ${r.cost_usd:,.0f}" if r.cost_usd else ""))
+    console.print(t)
+    if show_breakdown:
+        bt = Table(title="step time", title_justify="left")
+        bt.add_column("part")
+        bt.add_column("s", justify="right")
+        bt.add_column("share", justify="right")
+        for k, v in r.time_breakdown_s.items():
+            bt.add_row(k, f"{v:,.3f}", f"{v / r.step_time_s:.1%}")
+        console.print(bt)
+        mt = Table(title="memory per GPU (most loaded stage)", title_justify="left")
+        mt.add_column("part")
+        mt.add_column("GiB", justify="right")
+        for k, v in r.memory_per_gpu_bytes.items():
+            mt.add_row(k, f"{v / 2**30:,.2f}")
+        console.print(mt)
+        console.print(f"layers per stage: {r.stage_layers}")
     for a in r.assumptions:
         console.print(f"[dim]assumption: {a}[/dim]")
 
