@@ -42,13 +42,18 @@ def _spec_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def read_yaml(path: Path) -> object:
-    """Parse a YAML file, turning syntax errors into one line with the file and line number."""
+def read_yaml(path: Path, all_documents: bool = False) -> object:
+    """Parse a YAML file, turning syntax errors into one line with the file and line number.
+
+    ``all_documents`` returns the list of ``---``-separated documents (user overlays may hold several).
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise InputError(f"{path}: cannot read file ({e.strerror or e})") from None
     try:
+        if all_documents:
+            return [d for d in yaml.load_all(text, Loader=_LOADER) if d is not None]
         return yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -225,10 +230,16 @@ class Database:
         for path in _spec_files(directory):
             self.load_file(path, user)
 
-    def load_file(self, path: Path, user: bool) -> Entry:
-        entry, raw = parse_entry(read_yaml(path), path, self.raw)
-        self._add(entry, raw, path, user)
-        return entry
+    def load_file(self, path: Path, user: bool) -> list[Entry]:
+        docs = read_yaml(path, all_documents=True)
+        if not docs:
+            raise InputError(f"{path}: empty file; expected a mapping with 'id' and 'kind'")
+        out = []
+        for raw in docs:
+            entry, merged = parse_entry(raw, path, self.raw)
+            self._add(entry, merged, path, user)
+            out.append(entry)
+        return out
 
     def check_references(self) -> None:
         """Cross-file checks: every id a file names exists, with the right kind."""

@@ -8,6 +8,7 @@ import typer
 
 from .. import __version__
 from . import estimate, hardware, models
+from .calibrate import calibrate
 from .validate import validate
 from .common import Group
 
@@ -22,6 +23,7 @@ app.add_typer(hardware.app, name="hardware")
 app.add_typer(models.app, name="models")
 app.add_typer(estimate.app, name="estimate")
 app.command("validate")(validate)
+app.command("calibrate")(calibrate)
 
 
 def _version(value: bool) -> None:
