@@ -76,6 +76,12 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
+def print_assumptions(assumptions: list[str]) -> None:
+    """The assumptions an estimate had to make, dimmed under its tables."""
+    for a in assumptions:
+        console.print(f"[dim]assumption: {a}[/dim]")
+
+
 def _json_default(o: Any) -> Any:
     if hasattr(o, "model_dump"):
         return o.model_dump(mode="json")

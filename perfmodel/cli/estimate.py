@@ -13,7 +13,7 @@ from ..inference import InferenceResult, estimate_inference
 from ..roofline import device_rates
 from ..training import TrainingResult, estimate_training
 from ..units import parse_count, parse_size_range
-from .common import JsonOpt, SpecsOpt, console, database, fmt_num, print_json
+from .common import JsonOpt, SpecsOpt, console, database, fmt_num, print_assumptions, print_json
 
 app = typer.Typer(help="Predict serving, training or collective performance.", no_args_is_help=True)
 
@@ -130,8 +130,7 @@ def _print_infer(r: InferenceResult, show_breakdown: bool) -> None:
                 bt.add_row(phase, name, kind, fmt_num(cnt), f"{fl / 1e9:,.2f}", f"{by / 1e6:,.2f}",
                            f"{fl / by:,.1f}" if by else "-", f"{tus:,.1f}", f"{tus / tot:.1%}", bound)
         console.print(bt)
-    for a in r.assumptions:
-        console.print(f"[dim]assumption: {a}[/dim]")
+    print_assumptions(r.assumptions)
 
 
 @app.command("train")
@@ -206,8 +205,7 @@ def _print_train(r: TrainingResult, show_breakdown: bool) -> None:
             mt.add_row(k, f"{v / 2**30:,.2f}")
         console.print(mt)
         console.print(f"layers per stage: {r.stage_layers}")
-    for a in r.assumptions:
-        console.print(f"[dim]assumption: {a}[/dim]")
+    print_assumptions(r.assumptions)
 
 
 @app.command("comm")
