@@ -178,7 +178,7 @@ class _Ctx:
     @property
     def attn_ranks(self) -> int:
         """Ranks that each hold their own sequences: the TP group under attention-DP, else one."""
-        return self.shard.tp if self.shard.attention_dp else 1
+        return self.shard.width if self.shard.attention_dp else 1
 
     def step(self, phase: str, seqs: float, tokens: float, ctx: float, logits_rows: float) -> StepCost:
         """One forward step over the instance's ``seqs`` sequences, summed over all pipeline stages' layers.
@@ -218,12 +218,10 @@ class _Ctx:
         return StepCost(total, rows, busy / total if total else 0.0)
 
 
-def _resolve(db, system, gpus, tp, pp, dp, ep):
+def _resolve(db, system, gpus, width, pp, dp):
     ref = db.resolve_system(system) if isinstance(system, str) else system
-    for flag, v in (("--tp", tp), ("--pp", pp), ("--ep", ep)):
-        if v < 1:
-            raise InputError(f"{flag}: expected a positive degree, got {v}")
-    inst = tp * pp
+    tp = width
+    inst = width * pp
     total = gpus
     if total is None and isinstance(system, str) and re.fullmatch(r"\s*\d+\s*[x×*]\s*\S+\s*", system):
         total = ref.gpus
@@ -232,7 +230,7 @@ def _resolve(db, system, gpus, tp, pp, dp, ep):
     if dp < 1:
         raise InputError(f"--dp: expected a positive number of replicas, got {dp}")
     if total is not None and total != inst * dp:
-        raise InputError(f"--gpus {total}: does not equal tp x pp x dp = {tp} x {pp} x {dp}")
+        raise InputError(f"--gpus {total}: does not equal instance GPUs x pp x dp = {tp} x {pp} x {dp}")
     n = inst * dp
     ref = SystemRef(ref.system, ref.accelerator, n)
     return ref, dp
@@ -279,6 +277,9 @@ def estimate_inference(
         raise InputError("--rate: the server scenario needs a positive request rate, or SLOs to find one")
     if batch is not None and batch < 1:
         raise InputError(f"--batch: expected a positive number of sequences, got {batch}")
+    for flag, v in (("--tp", tp), ("--pp", pp), ("--ep", ep)):
+        if v < 1:
+            raise InputError(f"{flag}: expected a positive degree, got {v}")
     shard = Shard(tp=tp, ep=ep, attention_dp=attention_dp)
     check_shard(arch, shard)
     if arch.layers % pp and pp > arch.layers:
@@ -289,11 +290,11 @@ def estimate_inference(
         if not prefill_gpus or not decode_gpus:
             raise InputError("--prefill-gpus/--decode-gpus: give both for disaggregated serving")
         for flag, v in (("--prefill-gpus", prefill_gpus), ("--decode-gpus", decode_gpus)):
-            if v % (tp * pp):
-                raise InputError(f"{flag} {v}: must be a multiple of tp x pp = {tp * pp}")
+            if v % (shard.width * pp):
+                raise InputError(f"{flag} {v}: must be a multiple of the instance size {shard.width * pp}")
         gpus = prefill_gpus + decode_gpus
-        dp = gpus // (tp * pp)
-    ref, dp = _resolve(db, system, gpus, tp, pp, dp, ep)
+        dp = gpus // (shard.width * pp)
+    ref, dp = _resolve(db, system, gpus, shard.width, pp, dp)
     ctx = _Ctx(db, ref, arch, shard, pp, precision, kv_precision)
     acc = ref.accelerator
     assumptions = [f"{ref.accelerator.id}: no measured {f}; perfmodel's global fallback used"
@@ -476,7 +477,7 @@ def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_pe
 def _disaggregated(ctx, ref, arch, shard, pp, prefill_gpus, decode_gpus, isl, osl, cap, decode, prefill_per_req,
                    ttft_alone, mem):
     """Prefill and decode pools; the KV cache of each request crosses the system's links."""
-    inst = shard.tp * pp
+    inst = shard.width * pp
     n_pre, n_dec = prefill_gpus // inst, decode_gpus // inst
     prefill_rate = n_pre / prefill_per_req  # requests/s the prefill pool sustains
     dec = decode(cap)

@@ -77,6 +77,11 @@ class Shard:
     def attn_tp(self) -> int:
         return 1 if self.attention_dp else self.tp
 
+    @property
+    def width(self) -> int:
+        """GPUs in one pipeline stage of an instance: the TP group, or the EP group under attention-DP."""
+        return max(self.tp, self.ep) if self.attention_dp else self.tp
+
 
 def check_shard(model: ModelArch, shard: Shard) -> None:
     """Degrees must divide what they split; each error names the flag and the numbers."""
@@ -200,7 +205,7 @@ def _mlp_ops(model: ModelArch, shard: Shard, T: float, act_bytes: float, w_bytes
     # tokens this rank's experts see: with attention-DP every rank routes its own T tokens (EP = all
     # ranks); with TP attention the TP group shares the same T tokens.
     expert_tp = 1 if shard.attention_dp else shard.tp // ep
-    tokens_routed = T * ep if shard.attention_dp else T
+    tokens_routed = T * shard.width if shard.attention_dp else T
     ops.append(Op("router", "gemm", m=T, n=E, k=h, w_bytes=2.0))
     if ep > 1 and shard.attention_dp:
         ops.append(Op("ep_dispatch", "comm", collective="all_to_all", nbytes=T * k * h * act_bytes, group=ep))

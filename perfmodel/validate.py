@@ -311,12 +311,13 @@ def _infer(case: Case, db: Database) -> float:
     best = None
     for tp in tps:
         pp = b.pp or 1
-        dp = b.dp if (b.dp and b.tp) else gpus // (tp * pp)
-        if tp * pp * dp != gpus:
-            dp = max(gpus // (tp * pp), 1)
+        width = max(tp, b.ep or 1) if b.attention_dp else tp
+        dp = b.dp if (b.dp and b.tp) else gpus // (width * pp)
+        if width * pp * dp != gpus:
+            dp = max(gpus // (width * pp), 1)
         try:
             res = estimate_inference(
-                arch, case.system, isl, osl, gpus=tp * pp * dp, tp=tp, pp=pp, ep=b.ep or 1, dp=dp,
+                arch, case.system, isl, osl, gpus=width * pp * dp, tp=tp, pp=pp, ep=b.ep or 1, dp=dp,
                 attention_dp=bool(b.attention_dp), precision=precision, kv_precision=b.kv_precision,
                 batch=b.concurrency, scenario=scenario, rate=b.rate, slo_ttft_ms=b.slo_ttft_ms,
                 slo_tpot_ms=b.slo_tpot_ms, requests=b.requests, prefill_gpus=b.prefill_gpus,
