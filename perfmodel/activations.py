@@ -23,6 +23,8 @@ the 12 over the d data-parallel ranks, ``6 + 12/d``; ZeRO-2 ``2 + (2 + 12)/d``; 
 
 from __future__ import annotations
 
+import numpy as np
+
 from .models import ModelArch
 
 
@@ -67,17 +69,23 @@ def layer_activation_bytes(m: ModelArch, s: float, b: float, tp: int = 1, sp: bo
     return s * b * (rep + (split + softmax) / tp)
 
 
-def inflight_microbatches(pp: int, m: int, vp: int = 1) -> float:
-    """Micro-batches whose activations stage 1 holds at the 1F1B peak (interleaving adds a share)."""
-    base = min(pp, m)
-    if vp > 1 and pp > 1:
-        return base * (1 + (pp - 1) / (pp * vp))
-    return float(base)
+def inflight_microbatches(pp, m, vp=1):
+    """Micro-batches whose activations stage 1 holds at the 1F1B peak (interleaving adds a share).
+
+    Scalars or numpy arrays."""
+    pp, m, vp = (np.asarray(x, dtype=float) for x in (pp, m, vp))
+    base = np.minimum(pp, m)
+    out = np.where((vp > 1) & (pp > 1), base * (1 + (pp - 1) / (pp * vp)), base)
+    return float(out) if out.ndim == 0 else out
 
 
-def model_state_bytes_per_param(zero: int, d: int) -> float:
-    """Bytes per parameter for weights, gradients and Adam state under ZeRO stage 0-3 over d ranks."""
-    return {0: 18.0, 1: 6 + 12 / d, 2: 2 + (2 + 12) / d, 3: (2 + 2 + 12) / d}[zero]
+def model_state_bytes_per_param(zero, d):
+    """Bytes per parameter for weights, gradients and Adam state under ZeRO stage 0-3 over d ranks.
+
+    Scalars or numpy arrays."""
+    zero, d = np.asarray(zero), np.asarray(d, dtype=float)
+    out = np.select([zero == 0, zero == 1, zero == 2], [18.0 + 0 * d, 6 + 12 / d, 2 + (2 + 12) / d], (2 + 2 + 12) / d)
+    return float(out) if out.ndim == 0 else out
 
 
 def output_layer_bytes(m: ModelArch, s: float, b: float, tp: int, cp: int = 1) -> float:

@@ -24,11 +24,10 @@ import math
 import re
 from dataclasses import dataclass
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .comm import collective_time
-from .engines import Engine, get_engine
+from .engines import get_engine
 from .errors import InputError
 from .memory import MemoryPlan, plan_memory
 from .models import ModelArch, get_model

@@ -19,7 +19,6 @@ module (DeepSeek-V3's MTP) is not part of the served model and is not counted, a
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Literal
 

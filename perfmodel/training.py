@@ -31,8 +31,9 @@ states plus the 16-bit weights, ``ADAM_BYTES_PER_PARAM``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+import numpy as np
 
 from pydantic import BaseModel, Field
 
@@ -113,13 +114,14 @@ def split_layers(layers: int, pp: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(pp)]
 
 
-def pipeline_time(stage_s: list[float], m: int, vp: int = 1) -> float:
-    """1F1B over possibly uneven stages: ``(m - 1) max t + sum t``; interleaving divides the bubble by v."""
-    if not stage_s:
-        return 0.0
-    tmax = max(stage_s)
-    bubble = sum(stage_s) - tmax
-    return m * tmax + bubble / max(vp, 1)
+def pipeline_time(stage_s, m, vp=1):
+    """1F1B over possibly uneven stages: ``(m - 1) max t + sum t``; interleaving divides the bubble by v.
+
+    ``stage_s`` is a list of stage times, or an array (plans x stages) with ``m`` and ``vp`` per plan."""
+    st = np.asarray(stage_s, dtype=float)
+    tmax = st.max(axis=-1)
+    out = np.asarray(m, dtype=float) * tmax + (st.sum(axis=-1) - tmax) / np.maximum(np.asarray(vp, dtype=float), 1)
+    return float(out) if out.ndim == 0 else out
 
 
 def bubble_fraction(pp: int, m: int, vp: int = 1) -> float:
@@ -308,111 +310,24 @@ def estimate_training(
     if tp > ref.system.scale_up.domain_size.value:
         raise InputError(f"--tp {tp}: larger than the scale-up domain of {ref.system.id} "
                          f"({int(ref.system.scale_up.domain_size.value)}); TP across nodes is not modelled")
-    tr = _Trainer(db, ref, m, tp, pp, dp, cp, ep, sp, micro_batch, seq_len, precision, flash_attention)
-    n_micro = global_batch // (micro_batch * dp)
-    stages = split_layers(m.layers, pp)
-    dense_parts = tr.layer(False, recompute) if m.dense_mlp_layers else None
-    moe_parts = tr.layer(True, recompute) if m.moe_layers else None
-    send = tr.pp_send()
-
-    stage_s, stage_parts = [], []
-    first_layer = 0
-    for i, n_layers in enumerate(stages):
-        idx = range(first_layer, first_layer + n_layers)
-        first_layer += n_layers
-        n_dense = sum(1 for j in idx if j < m.dense_mlp_layers)
-        n_moe = n_layers - n_dense
-        agg = _Parts()
-        for parts, n in ((dense_parts, n_dense), (moe_parts, n_moe)):
-            if parts is None or n == 0:
-                continue
-            for f in vars(agg):
-                setattr(agg, f, getattr(agg, f) + n * getattr(parts, f))
-        agg.compute += tr.head(last=i == pp - 1, first=i == 0)
-        agg.pp_comm += send
-        stage_s.append(agg.total)
-        stage_parts.append(agg)
-    pipe = pipeline_time(stage_s, n_micro, vp)
-    busiest = max(range(pp), key=lambda i: stage_s[i])
-    bp = stage_parts[busiest]
-
-    # parameters held by one GPU on the busiest stage, and their DP traffic
-    layer_params = m.attention_params() + 2 * m.hidden
-    dense_mlp = m.mlp_params(m.d_ffn) if m.dense_mlp_layers else 0
-    exp_all = (m.moe_params(active=False) - m.shared_experts * m.mlp_params(m.d_shared_expert)
-               - m.hidden * m.experts) if m.is_moe else 0
-    shared_router = (m.shared_experts * m.mlp_params(m.d_shared_expert) + m.hidden * m.experts) if m.is_moe else 0
-    n_stage = stages[busiest]
-    first = sum(stages[:busiest])
-    n_dense_b = sum(1 for j in range(first, first + n_stage) if j < m.dense_mlp_layers)
-    n_moe_b = n_stage - n_dense_b
-    dense_local = (n_stage * layer_params + n_dense_b * dense_mlp + n_moe_b * shared_router) / tp
-    if busiest == 0:
-        dense_local += m.embedding_params() / tp
-    if busiest == pp - 1:
-        dense_local += m.lm_head_params() / tp + m.hidden
-    expert_local = n_moe_b * exp_all / (ep * tp)
-    # the most loaded stage for memory may differ from the slowest; take the max over stages
-    d_dense = dp * cp
-    d_expert = max(dp * cp // ep, 1)
-
-    t_dp = tr.coll("reduce_scatter" if zero >= 1 else "all_reduce", dense_local * GRAD_BYTES, d_dense, tp)
-    t_dp += tr.coll("reduce_scatter" if zero >= 1 else "all_reduce", expert_local * GRAD_BYTES, d_expert, tp * ep)
-    bwd_last = bp.compute * 2 / 3 / max(n_micro, 1) if n_micro else 0.0
-    dp_exposed = max(0.0, t_dp - bwd_last) + (t_dp / 40 if t_dp else 0.0)
-    ag_exposed = 0.0
-    if zero in (1, 2):
-        t_ag = tr.coll("all_gather", dense_local * ACT_BYTES, d_dense, tp) + tr.coll(
-            "all_gather", expert_local * ACT_BYTES, d_expert, tp * ep)
-        fwd_first = bp.compute / 3 / max(n_micro, 1)
-        ag_exposed = max(0.0, t_ag - fwd_first)
-    zero3 = 0.0
-    if zero == 3:
-        per_layer_params = (dense_local + expert_local) / max(n_stage, 1)
-        ag = tr.coll("all_gather", per_layer_params * ACT_BYTES, d_dense, tp)
-        rs = tr.coll("reduce_scatter", per_layer_params * GRAD_BYTES, d_dense, tp)
-        layer_compute = bp.compute / max(n_stage, 1)
-        per_mb = n_stage * max(0.0, 2 * ag + rs - layer_compute)
-        zero3 = per_mb * n_micro
-        dp_exposed = 0.0
-    shard = {0: 1, 1: d_dense, 2: d_dense, 3: d_dense}[zero]
-    opt_params = dense_local / shard + expert_local / (d_expert if zero else 1)
-    t_opt = float(memory_time(tr.rates, opt_params * ADAM_BYTES_PER_PARAM)[0])
-    step = pipe + dp_exposed + ag_exposed + zero3 + t_opt
-
-    # memory per GPU on the most loaded stage (stage 0 holds the most activations under 1F1B)
+    plans = {k: np.array([v]) for k, v in dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vp=vp, mb=micro_batch,
+                                                   rec=RECOMPUTE.index(recompute), zero=zero, sp=int(sp)).items()}
+    ev = evaluate_plans(db, ref, m, plans, seq_len, global_batch, precision, flash_attention)
+    one = {k: (v[0] if isinstance(v, np.ndarray) else v) for k, v in ev.items()}
     acc = ref.accelerator
-    mem = _memory(m, tr, stages, dense_local, expert_local, zero, d_dense, d_expert, n_micro, vp, recompute,
-                  flash_attention)
-    cap = acc.memory_gb.value * 1e9
-    fits = mem["total"] <= cap
-
-    fl = iteration_flops(m, global_batch, seq_len, recompute)
-    peak = tr.rates.peak_tflops(tr.dtype) * 1e12
-    mfu = fl.model / (step * gpus * peak)
-    hfu = fl.hardware / (step * gpus * peak)
-    tok = global_batch * seq_len / step
-    scale = n_micro
-    breakdown = {
-        "compute": bp.compute * scale,
-        "recompute": bp.recompute * scale,
-        "tp_comm": bp.tp_comm * scale,
-        "cp_comm": bp.cp_comm * scale,
-        "ep_comm": bp.ep_comm * scale,
-        "pp_comm": bp.pp_comm * scale,
-        "bubble": pipe - stage_s[busiest] * n_micro,
-        "dp_comm_exposed": dp_exposed + ag_exposed,
-        "zero3_comm_exposed": zero3,
-        "optimizer": t_opt,
-    }
+    step, tok = float(one["step_time_s"]), float(one["tokens_per_s"])
     result = dict(
         model=m.id, system=ref.system.id, device=acc.id, gpus=gpus, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vp=vp,
-        sequence_parallel=sp, micro_batch=micro_batch, global_batch=global_batch, micro_batches=n_micro,
-        seq_len=seq_len, precision=precision, recompute=recompute, zero=zero, step_time_s=step, tokens_per_s=tok,
-        tokens_per_s_per_gpu=tok / gpus, mfu=mfu, hfu=hfu, model_flops_per_step=fl.model,
-        memory_per_gpu_bytes={k: v for k, v in mem.items() if k != "total"}, memory_capacity_bytes=cap, fits=fits,
-        time_breakdown_s=breakdown, stage_layers=stages,
-        assumptions=[f"{acc.id}: no measured {f}; perfmodel's global fallback used" for f in tr.rates.fallbacks],
+        sequence_parallel=sp, micro_batch=micro_batch, global_batch=global_batch,
+        micro_batches=int(one["micro_batches"]), seq_len=seq_len, precision=precision, recompute=recompute,
+        zero=zero, step_time_s=step, tokens_per_s=tok, tokens_per_s_per_gpu=tok / gpus, mfu=float(one["mfu"]),
+        hfu=float(one["hfu"]), model_flops_per_step=float(one["model_flops"]),
+        memory_per_gpu_bytes={k: float(one[f"mem_{k}"]) for k in MEMORY_PARTS},
+        memory_capacity_bytes=float(one["capacity"]), fits=bool(one["fits"]),
+        time_breakdown_s={k: float(one[f"t_{k}"]) for k in TIME_PARTS},
+        stage_layers=split_layers(m.layers, pp),
+        assumptions=[f"{acc.id}: no measured {f}; perfmodel's global fallback used"
+                     for f in device_rates(acc).fallbacks],
     )
     if tokens:
         secs = tokens / tok
@@ -423,23 +338,186 @@ def estimate_training(
     return TrainingResult(**result)
 
 
-def _memory(m, tr: _Trainer, stages, dense_local, expert_local, zero, d_dense, d_expert, n_micro, vp, recompute,
-            flash) -> dict[str, float]:
-    tp, pp, cp, sp = tr.tp, tr.pp, tr.cp, tr.sp
-    s, b = tr.seq, tr.mb
-    states = dense_local * model_state_bytes_per_param(zero, d_dense) + expert_local * model_state_bytes_per_param(
-        zero, d_expert if zero else 1)
+RECOMPUTE = ("none", "selective", "full")
+TIME_PARTS = ("compute", "recompute", "tp_comm", "cp_comm", "ep_comm", "pp_comm", "bubble", "dp_comm_exposed",
+              "zero3_comm_exposed", "optimizer")
+MEMORY_PARTS = ("weights_grads_optimizer", "activations", "comm_buffers", "allocator_margin")
+
+
+def _stage_layout(m: ModelArch, pp: int) -> tuple[np.ndarray, np.ndarray]:
+    """(dense layers, MoE layers) on each of ``pp`` stages; leading dense layers fill stage 0 first."""
+    dense, moe, first = [], [], 0
+    for n in split_layers(m.layers, pp):
+        d = max(0, min(first + n, m.dense_mlp_layers) - first)
+        dense.append(d)
+        moe.append(n - d)
+        first += n
+    return np.array(dense, float), np.array(moe, float)
+
+
+def evaluate_plans(db: Database, ref: SystemRef, m: ModelArch, plans: dict[str, np.ndarray], seq: int, gb: int,
+                   precision: str, flash: bool = True) -> dict[str, np.ndarray]:
+    """Step time, its parts, MFU and memory per GPU for many plans at once (numpy arrays, one entry a plan).
+
+    ``plans`` holds integer arrays ``tp, pp, dp, cp, ep, vp, mb, rec`` (index into RECOMPUTE), ``zero`` and
+    ``sp``. The per-layer costs (the expensive roofline and comm work) depend only on (tp, cp, ep, mb,
+    recompute, sp) and are computed once per distinct combination; everything else is array arithmetic.
+    """
+    n = len(plans["tp"])
+    tp, pp, dp, cp, ep, vp, mb = (plans[k].astype(float) for k in ("tp", "pp", "dp", "cp", "ep", "vp", "mb"))
+    rec, zero, sp = plans["rec"].astype(int), plans["zero"].astype(int), plans["sp"].astype(bool)
+    rates = device_rates(ref.accelerator)
+    per_node = ref.system.gpus_per_node
+    fields = ("compute", "recompute", "tp_comm", "cp_comm", "ep_comm")
+    lay = {f"{kind}_{f}": np.zeros(n) for kind in ("d", "m") for f in fields}
+    head_first, head_last, send = np.zeros(n), np.zeros(n), np.zeros(n)
+    act_d, act_m = np.zeros(n), np.zeros(n)
+    emb_act, out_act = np.zeros(n), np.zeros(n)
+    cache: dict[tuple, tuple] = {}
+    coll_cache: dict[tuple, float] = {}
     dropout = m.family == "gpt"
-    per_dense = layer_activation_bytes(m, s, b, tp, sp, recompute, flash, False, dropout, cp)
-    per_moe = layer_activation_bytes(m, s, b, tp, sp, recompute, flash, True, dropout, cp) if m.is_moe else 0.0
-    n0 = stages[0]
-    n_dense0 = min(n0, m.dense_mlp_layers)
-    acts = (n_dense0 * per_dense + (n0 - n_dense0) * per_moe) * inflight_microbatches(pp, n_micro, vp)
-    acts += embedding_bytes(m, s, b, min(pp, n_micro), tp, sp, cp)
-    if pp == 1:
-        acts += output_layer_bytes(m, s, b, tp, cp)
-    buckets = 2 * 40e6 * GRAD_BYTES if zero < 3 else 4 * max(dense_local / max(stages[0], 1), 1) * ACT_BYTES
+    for i in range(n):
+        key = (int(tp[i]), int(cp[i]), int(ep[i]), int(mb[i]), int(rec[i]), bool(sp[i]))
+        if key not in cache:
+            t, c, e, b, r, s_ = key
+            tr = _Trainer(db, ref, m, t, 1, 1, c, e, s_, b, seq, precision, flash)
+            tr._cache = coll_cache
+            dparts = tr.layer(False, RECOMPUTE[r]) if m.dense_mlp_layers else _Parts()
+            mparts = tr.layer(True, RECOMPUTE[r]) if m.moe_layers else _Parts()
+            cache[key] = (
+                [getattr(dparts, f) for f in fields], [getattr(mparts, f) for f in fields],
+                tr.head(last=False, first=True), tr.head(last=True, first=False),
+                layer_activation_bytes(m, seq, b, t, s_, RECOMPUTE[r], flash, False, dropout, c),
+                layer_activation_bytes(m, seq, b, t, s_, RECOMPUTE[r], flash, True, dropout, c) if m.is_moe else 0.0,
+                embedding_bytes(m, seq, b, 1, t, s_, c), output_layer_bytes(m, seq, b, t, c),
+            )
+        dv, mv, hf, hl, ad, am, ea, oa = cache[key]
+        for j, f in enumerate(fields):
+            lay[f"d_{f}"][i], lay[f"m_{f}"][i] = dv[j], mv[j]
+        head_first[i], head_last[i], act_d[i], act_m[i], emb_act[i], out_act[i] = hf, hl, ad, am, ea, oa
+        if pp[i] > 1:
+            tr = _Trainer(db, ref, m, int(tp[i]), int(pp[i]), int(dp[i]), int(cp[i]), 1, bool(sp[i]), int(mb[i]),
+                          seq, precision, flash)
+            tr._cache = coll_cache
+            send[i] = tr.pp_send()
+    d_total = sum(lay[f"d_{f}"] for f in fields)
+    m_total = sum(lay[f"m_{f}"] for f in fields)
+    n_micro = gb / (mb * dp)
+
+    # stages: group plans by pp, stage times as (plans, stages) arrays
+    pipe, busiest_s = np.zeros(n), np.zeros(n)
+    nd_b, nm_b, first_b, last_b, nd_0, nm_0 = (np.zeros(n) for _ in range(6))
+    for p_val in np.unique(pp):
+        idx = np.nonzero(pp == p_val)[0]
+        nd, nm = _stage_layout(m, int(p_val))
+        first = np.zeros(int(p_val))
+        first[0] = 1
+        last = np.zeros(int(p_val))
+        last[-1] = 1
+        st = (nd[None, :] * d_total[idx, None] + nm[None, :] * m_total[idx, None]
+              + first[None, :] * head_first[idx, None] + last[None, :] * head_last[idx, None] + send[idx, None])
+        b = np.argmax(st, axis=1)
+        tmax = st[np.arange(len(idx)), b]
+        pipe[idx] = pipeline_time(st, n_micro[idx], vp[idx])
+        busiest_s[idx] = tmax
+        nd_b[idx], nm_b[idx], first_b[idx], last_b[idx] = nd[b], nm[b], first[b], last[b]
+        nd_0[idx], nm_0[idx] = nd[0], nm[0]
+    part_b = {f: nd_b * lay[f"d_{f}"] + nm_b * lay[f"m_{f}"] for f in fields}
+    part_b["compute"] = part_b["compute"] + first_b * head_first + last_b * head_last
+    n_stage_b = nd_b + nm_b
+
+    # parameters one GPU of the busiest stage holds
+    layer_params = m.attention_params() + 2 * m.hidden
+    dense_mlp = m.mlp_params(m.d_ffn) if m.dense_mlp_layers else 0
+    shared_router = (m.shared_experts * m.mlp_params(m.d_shared_expert) + m.hidden * m.experts) if m.is_moe else 0
+    exp_all = (m.moe_params(active=False) - shared_router) if m.is_moe else 0
+    dense_local = (n_stage_b * layer_params + nd_b * dense_mlp + nm_b * shared_router) / tp
+    dense_local += first_b * m.embedding_params() / tp + last_b * (m.lm_head_params() / tp + m.hidden)
+    expert_local = nm_b * exp_all / (ep * tp)
+    d_dense = dp * cp
+    d_expert = np.maximum(np.floor(dp * cp / ep), 1)
+
+    def coll(name: str, nbytes: np.ndarray, ranks: np.ndarray, stride: np.ndarray) -> np.ndarray:
+        out = np.zeros(n)
+        for i in range(n):
+            r, b = int(ranks[i]), float(nbytes[i])
+            if r <= 1 or b <= 0:
+                continue
+            st = int(stride[i])
+            pn = max(1, min(r, per_node // st)) if st < per_node else 1
+            while r % pn:
+                pn -= 1
+            k = (name, round(b), r, pn)
+            if k not in coll_cache:
+                coll_cache[k] = float(collective_time(db, ref.system, name, b, r, per_node=pn).time_s[0])
+            out[i] = coll_cache[k]
+        return out
+
+    grad = np.where(zero >= 1, 1, 0)
+    t_dp = np.zeros(n)
+    for name, flag in (("reduce_scatter", grad == 1), ("all_reduce", grad == 0)):
+        if flag.any():
+            t_dp = t_dp + np.where(flag, coll(name, dense_local * GRAD_BYTES, d_dense, tp)
+                                   + coll(name, expert_local * GRAD_BYTES, d_expert, tp * ep), 0.0)
+    bwd_last = part_b["compute"] * 2 / 3 / n_micro
+    dp_exposed = np.maximum(0.0, t_dp - bwd_last) + t_dp / 40
+    t_ag = np.where((zero == 1) | (zero == 2), coll("all_gather", dense_local * ACT_BYTES, d_dense, tp)
+                    + coll("all_gather", expert_local * ACT_BYTES, d_expert, tp * ep), 0.0)
+    ag_exposed = np.maximum(0.0, t_ag - part_b["compute"] / 3 / n_micro)
+    per_layer = (dense_local + expert_local) / np.maximum(n_stage_b, 1)
+    z3 = zero == 3
+    ag3 = np.where(z3, coll("all_gather", np.where(z3, per_layer * ACT_BYTES, 0), d_dense, tp), 0.0)
+    rs3 = np.where(z3, coll("reduce_scatter", np.where(z3, per_layer * GRAD_BYTES, 0), d_dense, tp), 0.0)
+    layer_compute = part_b["compute"] / np.maximum(n_stage_b, 1)
+    zero3 = np.where(z3, n_stage_b * np.maximum(0.0, 2 * ag3 + rs3 - layer_compute) * n_micro, 0.0)
+    dp_exposed = np.where(z3, 0.0, dp_exposed)
+    shard = np.where(zero == 0, 1.0, d_dense)
+    opt_params = dense_local / shard + expert_local / np.where(zero == 0, 1.0, d_expert)
+    t_opt = opt_params * ADAM_BYTES_PER_PARAM / (rates.achievable_gbps * 1e9) + rates.floor_s
+    step = pipe + dp_exposed + ag_exposed + zero3 + t_opt
+
+    # memory per GPU: model states of the busiest stage, activations of stage 0 (most in flight)
+    states = dense_local * model_state_bytes_per_param(zero, d_dense) + expert_local * model_state_bytes_per_param(
+        zero, np.where(zero == 0, 1.0, d_expert))
+    inflight = inflight_microbatches(pp, n_micro, vp)
+    acts = (nd_0 * act_d + nm_0 * act_m) * inflight + emb_act * np.minimum(pp, n_micro)
+    acts = acts + np.where(pp == 1, out_act, 0.0)
+    n0 = nd_0 + nm_0
+    buckets = np.where(zero < 3, 2 * 40e6 * GRAD_BYTES, 4 * np.maximum(dense_local / np.maximum(n0, 1), 1) * ACT_BYTES)
     subtotal = states + acts + buckets
     margin = ALLOCATOR_MARGIN * subtotal + ALLOCATOR_FLOOR_BYTES
-    return {"weights_grads_optimizer": states, "activations": acts, "comm_buffers": buckets,
-            "allocator_margin": margin, "total": subtotal + margin}
+    total_mem = subtotal + margin
+    capacity = ref.accelerator.memory_gb.value * 1e9
+
+    flops_model = np.zeros(n)
+    flops_hw = np.zeros(n)
+    for r in np.unique(rec):
+        fl = iteration_flops(m, gb, seq, RECOMPUTE[int(r)])
+        flops_model[rec == r], flops_hw[rec == r] = fl.model, fl.hardware
+    gpus = tp * pp * dp * cp
+    peak = rates.peak_tflops("fp8" if precision == "fp8" else "bf16") * 1e12
+    return {
+        "step_time_s": step,
+        "tokens_per_s": gb * seq / step,
+        "mfu": flops_model / (step * gpus * peak),
+        "hfu": flops_hw / (step * gpus * peak),
+        "model_flops": flops_model,
+        "micro_batches": n_micro,
+        "capacity": np.full(n, capacity),
+        "fits": total_mem <= capacity,
+        "memory_total": total_mem,
+        "mem_weights_grads_optimizer": states,
+        "mem_activations": acts,
+        "mem_comm_buffers": buckets,
+        "mem_allocator_margin": margin,
+        "t_compute": part_b["compute"] * n_micro,
+        "t_recompute": part_b["recompute"] * n_micro,
+        "t_tp_comm": part_b["tp_comm"] * n_micro,
+        "t_cp_comm": part_b["cp_comm"] * n_micro,
+        "t_ep_comm": part_b["ep_comm"] * n_micro,
+        "t_pp_comm": send * n_micro,
+        "t_bubble": pipe - busiest_s * n_micro,
+        "t_dp_comm_exposed": dp_exposed + ag_exposed,
+        "t_zero3_comm_exposed": zero3,
+        "t_optimizer": t_opt,
+    }

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import IDS
 from perfmodel.errors import InputError, UnknownIdError
-from perfmodel.models import ModelArch, build_arch, catalog, get_model
+from perfmodel.models import build_arch, catalog, get_model
 
 
 def test_catalog_has_every_ids_md_model():
