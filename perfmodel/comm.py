@@ -123,8 +123,16 @@ def inter_node_tier(db: Database, system: System) -> Tier:
 
 
 def place_group(db: Database, ref: SystemRef | System, n: int, per_node: int | None = None) -> Group:
-    """Place n consecutive ranks on the system: fill a scale-up domain first, then span nodes."""
+    """Place n consecutive ranks on the system: fill a scale-up domain first, then span nodes (memoised)."""
     system = ref.system if isinstance(ref, SystemRef) else ref
+    cache = db.memo.setdefault("groups", {})
+    key = (system.id, n, per_node)
+    if key not in cache or cache[key][0] is not system:
+        cache[key] = (system, _place_group(db, system, n, per_node))
+    return cache[key][1]
+
+
+def _place_group(db: Database, system: System, n: int, per_node: int | None) -> Group:
     if n < 1:
         raise InputError(f"--gpus: expected a positive number of ranks, got {n}")
     domain = int(system.scale_up.domain_size.value) if system.scale_up.topology.value != "none" else 1

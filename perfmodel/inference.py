@@ -85,6 +85,7 @@ class InferenceResult(BaseModel):
     output_tokens_per_s_per_gpu: float
     total_tokens_per_s_per_gpu: float
     prefill_step_ms: float
+    prefill_ms_per_request: float = Field(description="instance time one request's prefill takes, batched in chunks")
     decode_step_ms: float
     memory_per_gpu_bytes: dict[str, float]
     memory_capacity_bytes: float
@@ -101,10 +102,29 @@ class InferenceResult(BaseModel):
     assumptions: list[str] = Field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _Row:
+    """A breakdown row before it becomes an OpRow (pydantic) in the result; cheap to make in searches."""
+
+    phase: str
+    name: str
+    kind: str
+    count: float
+    flops: float
+    bytes: float
+    time_us: float
+    bound: str
+
+    def to_model(self) -> OpRow:
+        return OpRow(phase=self.phase, name=self.name, kind=self.kind, count=self.count, flops=self.flops,
+                     bytes=self.bytes, intensity=self.flops / self.bytes if self.bytes else 0.0,
+                     time_us=self.time_us, bound=self.bound)
+
+
 @dataclass
 class StepCost:
     time_s: float
-    rows: list[OpRow]
+    rows: list[_Row]
     busy_share: float  # share of step time the device is compute- or bandwidth-busy (for power)
 
     def share(self) -> dict[str, float]:
@@ -141,7 +161,7 @@ class _Ctx:
             self._comm_cache[key] = float(res.time_s[0])
         return self._comm_cache[key]
 
-    def time_ops(self, ops: list[Op], count: float, phase: str, rows: list[OpRow]) -> tuple[float, float]:
+    def time_ops(self, ops: list[Op], count: float, phase: str, rows: list[_Row]) -> tuple[float, float]:
         """Sum of op times x count; appends breakdown rows. Returns (time, busy time)."""
         total = busy = 0.0
         r = self.rates
@@ -170,8 +190,7 @@ class _Ctx:
                 bound = "compute" if tc >= tm else "memory"
             total += t * n
             busy += max(tc, tm) * n
-            rows.append(OpRow(phase=phase, name=op.name, kind=op.kind, count=n, flops=fl, bytes=by,
-                              intensity=fl / by if by else 0.0, time_us=t * 1e6, bound=bound))
+            rows.append(_Row(phase, op.name, op.kind, n, fl, by, t * 1e6, bound))
         return total, busy
 
     @property
@@ -187,7 +206,7 @@ class _Ctx:
         m = self.model
         r = self.attn_ranks
         seqs, tokens, logits_rows = seqs / r, tokens / r, logits_rows / r
-        rows: list[OpRow] = []
+        rows: list[_Row] = []
         window = m.sliding_window
         total = busy = 0.0
         kinds = []
@@ -319,9 +338,15 @@ def estimate_inference(
     single = ctx.step("prefill", ctx.attn_ranks, ctx.attn_ranks * isl, isl, ctx.attn_ranks)
     ttft_alone = single.time_s
 
+    decode_cache: dict[int, StepCost] = {}
+
     def decode(c: float) -> StepCost:
-        mb = max(c / pp, 1.0)
-        return ctx.step("decode", mb, mb, isl + osl / 2, mb)
+        """One decode step at concurrency c (whole sequences; memoised, the server search revisits them)."""
+        key = max(int(round(c)), 1)
+        if key not in decode_cache:
+            mb = max(key / pp, 1.0)
+            decode_cache[key] = ctx.step("decode", mb, mb, isl + osl / 2, mb)
+        return decode_cache[key]
 
     price = acc.price_per_hour_usd.value if acc.price_per_hour_usd else None
     kv_ms = None
@@ -370,7 +395,7 @@ def estimate_inference(
         assumptions.append(f"{acc.id}: no published TDP, so no energy estimate")
     if price is None:
         assumptions.append(f"{acc.id}: no public price in the database, so no cost estimate")
-    rows = (pre.rows + dec.rows) if breakdown else []
+    rows = [r.to_model() for r in pre.rows + dec.rows] if breakdown else []
     return InferenceResult(
         model=arch.id, system=ref.system.id, device=acc.id, gpus=n_gpus, tp=tp, pp=pp, ep=ep, dp=dp,
         attention_dp=attention_dp, precision=precision, kv_precision=kv_precision, scenario=(
@@ -378,7 +403,8 @@ def estimate_inference(
         max_batch_fits=mem.max_sequences * pp * ctx.attn_ranks, ttft_ms=ttft * 1e3, tpot_ms=tpot * 1e3, e2e_latency_s=e2e,
         output_tokens_per_s=out_rate_total, total_tokens_per_s=total_rate,
         output_tokens_per_s_per_gpu=out_rate_total / n_gpus, total_tokens_per_s_per_gpu=total_rate / n_gpus,
-        prefill_step_ms=pre.time_s * 1e3, decode_step_ms=dec.time_s * 1e3,
+        prefill_step_ms=pre.time_s * 1e3, prefill_ms_per_request=prefill_per_req * 1e3,
+        decode_step_ms=dec.time_s * 1e3,
         memory_per_gpu_bytes=mem.breakdown(math.ceil(C / pp / ctx.attn_ranks)), memory_capacity_bytes=mem.capacity,
         bound={"prefill": pre.bound, "decode": dec.bound},
         time_share={"prefill": pre.share(), "decode": dec.share()},
@@ -445,8 +471,10 @@ def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_pe
     max_rate = None
     if slo_ttft_ms is not None or slo_tpot_ms is not None:
         lo, hi = 0.0, hi_cap
-        for _ in range(50):
+        for _ in range(40):
             mid = 0.5 * (lo + hi)
+            if hi - lo < 1e-4 * hi:
+                break
             s = at(mid)
             if s is not None and meets(s):
                 lo = mid

@@ -16,6 +16,7 @@ A constant efficiency factor misses GEMMs by 2-4x across shapes (a 1024^3 GEMM o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,12 +99,23 @@ def device_rates(acc: Accelerator) -> DeviceRates:
                        tuple(fallbacks))
 
 
-def tile_utilisation(m, n, k, sms: int, groups=1) -> np.ndarray:
+def _tile_utilisation_scalar(m: float, n: float, k: float, sms: int, groups: float) -> float:
+    tm, tn = math.ceil(m / TILE_M), math.ceil(n / TILE_N)
+    tiles = tm * tn * max(math.ceil(groups), 1)
+    pad = (m * n) / (tm * TILE_M * tn * TILE_N)
+    split = min(max(math.floor(sms / max(tiles, 1)), 1), max(math.floor(k / SPLIT_K_CHUNK), 1))
+    work = tiles * split
+    return pad * work / (math.ceil(work / sms) * sms)
+
+
+def tile_utilisation(m, n, k, sms: int, groups=1):
     """Share of the machine's tensor throughput a GEMM's tiling keeps busy (0-1].
 
     ``groups`` independent GEMMs of the same shape launched as one grouped/batched kernel (MoE experts,
-    per-head products) share the waves.
+    per-head products) share the waves. Scalars take a plain-Python path (plan searches call this often).
     """
+    if all(np.ndim(x) == 0 for x in (m, n, k, groups)):
+        return _tile_utilisation_scalar(float(m), float(n), float(k), sms, float(groups))
     m, n, k, groups = (np.asarray(x, dtype=float) for x in (m, n, k, groups))
     tm, tn = np.ceil(m / TILE_M), np.ceil(n / TILE_N)
     tiles = tm * tn * np.maximum(np.ceil(groups), 1)
@@ -118,17 +130,23 @@ def gemm_time(rates: DeviceRates, m, n, k, dtype: str, in_bytes: float, w_bytes:
               groups=1):
     """One GEMM kernel C[m,n] = A[m,k] @ W[k,n] (``groups`` of them, grouped): (time_s, flops, bytes,
     compute_s, memory_s), with weights in ``w_bytes`` per element and one kernel floor."""
-    m, n, k, groups = (np.asarray(x, dtype=float) for x in (m, n, k, groups))
+    scalar = all(np.ndim(x) == 0 for x in (m, n, k, groups))
+    if not scalar:
+        m, n, k, groups = (np.asarray(x, dtype=float) for x in (m, n, k, groups))
     flops = 2.0 * m * n * k * groups
     nbytes = (m * k * in_bytes + k * n * w_bytes + m * n * out_bytes) * groups
     util = tile_utilisation(m, n, k, rates.sms, groups)
     t_comp = flops / (rates.achievable_tflops(dtype) * 1e12 * util)
     t_mem = nbytes / (rates.achievable_gbps * 1e9)
-    return np.maximum(t_comp, t_mem) + rates.floor_s, flops, nbytes, t_comp, t_mem
+    peak = max(t_comp, t_mem) if scalar else np.maximum(t_comp, t_mem)
+    return peak + rates.floor_s, flops, nbytes, t_comp, t_mem
 
 
 def memory_time(rates: DeviceRates, nbytes, kernels=1):
     """A bandwidth-bound kernel (norm, elementwise, embedding gather, KV read)."""
+    if np.ndim(nbytes) == 0 and np.ndim(kernels) == 0:
+        t_mem = float(nbytes) / (rates.achievable_gbps * 1e9)
+        return t_mem + rates.floor_s * kernels, t_mem
     nbytes = np.asarray(nbytes, dtype=float)
     t_mem = nbytes / (rates.achievable_gbps * 1e9)
     return t_mem + rates.floor_s * np.asarray(kernels, dtype=float), t_mem
@@ -136,6 +154,12 @@ def memory_time(rates: DeviceRates, nbytes, kernels=1):
 
 def attention_time(rates: DeviceRates, flops, nbytes, parallel_tiles, dtype: str = "bf16"):
     """A fused attention kernel: compute at the GEMM rate over its (batch x heads x query-tile) grid."""
+    if all(np.ndim(x) == 0 for x in (flops, nbytes, parallel_tiles)):
+        tiles = float(parallel_tiles)
+        util = tiles / max(math.ceil(tiles / rates.sms) * rates.sms, 1) if tiles > 0 else 1.0
+        t_comp = flops / (rates.achievable_tflops(dtype) * 1e12 * util)
+        t_mem = nbytes / (rates.achievable_gbps * 1e9)
+        return max(t_comp, t_mem) + rates.floor_s, t_comp, t_mem
     flops, nbytes, tiles = (np.asarray(x, dtype=float) for x in (flops, nbytes, parallel_tiles))
     waves = np.ceil(tiles / rates.sms)
     util = np.where(tiles > 0, tiles / np.maximum(waves * rates.sms, 1), 1.0)

@@ -124,6 +124,7 @@ class Database:
     files: dict[str, Path] = field(default_factory=dict)
     raw: dict[str, dict] = field(default_factory=dict)
     overrides: list[Override] = field(default_factory=list)
+    memo: dict = field(default_factory=dict, repr=False)  # derived values (comm groups), per database
 
     @property
     def accelerators(self) -> dict[str, Accelerator]:

@@ -293,6 +293,7 @@ def estimate_training(
     recompute: str = "none",
     zero: int = 1,
     flash_attention: bool = True,
+    stage_layers: list[int] | None = None,
     tokens: float | None = None,
     db: Database | None = None,
     specs: tuple[str, ...] = (),
@@ -312,7 +313,11 @@ def estimate_training(
                          f"({int(ref.system.scale_up.domain_size.value)}); TP across nodes is not modelled")
     plans = {k: np.array([v]) for k, v in dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vp=vp, mb=micro_batch,
                                                    rec=RECOMPUTE.index(recompute), zero=zero, sp=int(sp)).items()}
-    ev = evaluate_plans(db, ref, m, plans, seq_len, global_batch, precision, flash_attention)
+    if stage_layers is not None and (len(stage_layers) != pp or sum(stage_layers) != m.layers
+                                     or min(stage_layers) < 1):
+        raise InputError(f"stage layers {stage_layers}: expected {pp} positive counts summing to {m.layers}")
+    layouts = {pp: list(stage_layers)} if stage_layers else None
+    ev = evaluate_plans(db, ref, m, plans, seq_len, global_batch, precision, flash_attention, layouts)
     one = {k: (v[0] if isinstance(v, np.ndarray) else v) for k, v in ev.items()}
     acc = ref.accelerator
     step, tok = float(one["step_time_s"]), float(one["tokens_per_s"])
@@ -325,7 +330,7 @@ def estimate_training(
         memory_per_gpu_bytes={k: float(one[f"mem_{k}"]) for k in MEMORY_PARTS},
         memory_capacity_bytes=float(one["capacity"]), fits=bool(one["fits"]),
         time_breakdown_s={k: float(one[f"t_{k}"]) for k in TIME_PARTS},
-        stage_layers=split_layers(m.layers, pp),
+        stage_layers=list(stage_layers) if stage_layers else split_layers(m.layers, pp),
         assumptions=[f"{acc.id}: no measured {f}; perfmodel's global fallback used"
                      for f in device_rates(acc).fallbacks],
     )
@@ -344,10 +349,10 @@ TIME_PARTS = ("compute", "recompute", "tp_comm", "cp_comm", "ep_comm", "pp_comm"
 MEMORY_PARTS = ("weights_grads_optimizer", "activations", "comm_buffers", "allocator_margin")
 
 
-def _stage_layout(m: ModelArch, pp: int) -> tuple[np.ndarray, np.ndarray]:
+def _stage_layout(m: ModelArch, pp: int, sizes: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(dense layers, MoE layers) on each of ``pp`` stages; leading dense layers fill stage 0 first."""
     dense, moe, first = [], [], 0
-    for n in split_layers(m.layers, pp):
+    for n in (sizes or split_layers(m.layers, pp)):
         d = max(0, min(first + n, m.dense_mlp_layers) - first)
         dense.append(d)
         moe.append(n - d)
@@ -356,11 +361,13 @@ def _stage_layout(m: ModelArch, pp: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate_plans(db: Database, ref: SystemRef, m: ModelArch, plans: dict[str, np.ndarray], seq: int, gb: int,
-                   precision: str, flash: bool = True) -> dict[str, np.ndarray]:
+                   precision: str, flash: bool = True, layouts: dict[int, list[int]] | None = None
+                   ) -> dict[str, np.ndarray]:
     """Step time, its parts, MFU and memory per GPU for many plans at once (numpy arrays, one entry a plan).
 
     ``plans`` holds integer arrays ``tp, pp, dp, cp, ep, vp, mb, rec`` (index into RECOMPUTE), ``zero`` and
-    ``sp``. The per-layer costs (the expensive roofline and comm work) depend only on (tp, cp, ep, mb,
+    ``sp``; ``layouts`` maps a pipeline depth to its layers per stage (default: as even as possible).
+    The per-layer costs (the expensive roofline and comm work) depend only on (tp, cp, ep, mb,
     recompute, sp) and are computed once per distinct combination; everything else is array arithmetic.
     """
     n = len(plans["tp"])
@@ -373,33 +380,37 @@ def evaluate_plans(db: Database, ref: SystemRef, m: ModelArch, plans: dict[str, 
     head_first, head_last, send = np.zeros(n), np.zeros(n), np.zeros(n)
     act_d, act_m = np.zeros(n), np.zeros(n)
     emb_act, out_act = np.zeros(n), np.zeros(n)
-    cache: dict[tuple, tuple] = {}
     coll_cache: dict[tuple, float] = {}
     dropout = m.family == "gpt"
-    for i in range(n):
-        key = (int(tp[i]), int(cp[i]), int(ep[i]), int(mb[i]), int(rec[i]), bool(sp[i]))
-        if key not in cache:
-            t, c, e, b, r, s_ = key
-            tr = _Trainer(db, ref, m, t, 1, 1, c, e, s_, b, seq, precision, flash)
+    keys = np.stack([tp, cp, ep, mb, rec, sp.astype(float)], axis=1)
+    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    for u, key in enumerate(uniq):
+        t, c, e, b, r = (int(x) for x in key[:5])
+        s_ = bool(key[5])
+        tr = _Trainer(db, ref, m, t, 1, 1, c, e, s_, b, seq, precision, flash)
+        tr._cache = coll_cache
+        dparts = tr.layer(False, RECOMPUTE[r]) if m.dense_mlp_layers else _Parts()
+        mparts = tr.layer(True, RECOMPUTE[r]) if m.moe_layers else _Parts()
+        sel = inv == u
+        for f in fields:
+            lay[f"d_{f}"][sel], lay[f"m_{f}"][sel] = getattr(dparts, f), getattr(mparts, f)
+        head_first[sel] = tr.head(last=False, first=True)
+        head_last[sel] = tr.head(last=True, first=False)
+        act_d[sel] = layer_activation_bytes(m, seq, b, t, s_, RECOMPUTE[r], flash, False, dropout, c)
+        act_m[sel] = layer_activation_bytes(m, seq, b, t, s_, RECOMPUTE[r], flash, True, dropout, c) if m.is_moe else 0
+        emb_act[sel] = embedding_bytes(m, seq, b, 1, t, s_, c)
+        out_act[sel] = output_layer_bytes(m, seq, b, t, c)
+    send_keys = np.stack([tp, pp, dp, cp, mb, sp.astype(float)], axis=1)
+    multi = np.nonzero(pp > 1)[0]
+    if len(multi):
+        s_uniq, s_inv = np.unique(send_keys[multi], axis=0, return_inverse=True)
+        s_inv = s_inv.reshape(-1)
+        for u, key in enumerate(s_uniq):
+            t, p_, d, c, b = (int(x) for x in key[:5])
+            tr = _Trainer(db, ref, m, t, p_, d, c, 1, bool(key[5]), b, seq, precision, flash)
             tr._cache = coll_cache
-            dparts = tr.layer(False, RECOMPUTE[r]) if m.dense_mlp_layers else _Parts()
-            mparts = tr.layer(True, RECOMPUTE[r]) if m.moe_layers else _Parts()
-            cache[key] = (
-                [getattr(dparts, f) for f in fields], [getattr(mparts, f) for f in fields],
-                tr.head(last=False, first=True), tr.head(last=True, first=False),
-                layer_activation_bytes(m, seq, b, t, s_, RECOMPUTE[r], flash, False, dropout, c),
-                layer_activation_bytes(m, seq, b, t, s_, RECOMPUTE[r], flash, True, dropout, c) if m.is_moe else 0.0,
-                embedding_bytes(m, seq, b, 1, t, s_, c), output_layer_bytes(m, seq, b, t, c),
-            )
-        dv, mv, hf, hl, ad, am, ea, oa = cache[key]
-        for j, f in enumerate(fields):
-            lay[f"d_{f}"][i], lay[f"m_{f}"][i] = dv[j], mv[j]
-        head_first[i], head_last[i], act_d[i], act_m[i], emb_act[i], out_act[i] = hf, hl, ad, am, ea, oa
-        if pp[i] > 1:
-            tr = _Trainer(db, ref, m, int(tp[i]), int(pp[i]), int(dp[i]), int(cp[i]), 1, bool(sp[i]), int(mb[i]),
-                          seq, precision, flash)
-            tr._cache = coll_cache
-            send[i] = tr.pp_send()
+            send[multi[s_inv == u]] = tr.pp_send()
     d_total = sum(lay[f"d_{f}"] for f in fields)
     m_total = sum(lay[f"m_{f}"] for f in fields)
     n_micro = gb / (mb * dp)
@@ -409,7 +420,7 @@ def evaluate_plans(db: Database, ref: SystemRef, m: ModelArch, plans: dict[str, 
     nd_b, nm_b, first_b, last_b, nd_0, nm_0 = (np.zeros(n) for _ in range(6))
     for p_val in np.unique(pp):
         idx = np.nonzero(pp == p_val)[0]
-        nd, nm = _stage_layout(m, int(p_val))
+        nd, nm = _stage_layout(m, int(p_val), (layouts or {}).get(int(p_val)))
         first = np.zeros(int(p_val))
         first[0] = 1
         last = np.zeros(int(p_val))
@@ -438,19 +449,18 @@ def evaluate_plans(db: Database, ref: SystemRef, m: ModelArch, plans: dict[str, 
     d_expert = np.maximum(np.floor(dp * cp / ep), 1)
 
     def coll(name: str, nbytes: np.ndarray, ranks: np.ndarray, stride: np.ndarray) -> np.ndarray:
+        """One collective per plan, costed once per distinct (ranks, ranks per node) with all sizes at once."""
         out = np.zeros(n)
-        for i in range(n):
-            r, b = int(ranks[i]), float(nbytes[i])
-            if r <= 1 or b <= 0:
-                continue
-            st = int(stride[i])
-            pn = max(1, min(r, per_node // st)) if st < per_node else 1
-            while r % pn:
-                pn -= 1
-            k = (name, round(b), r, pn)
-            if k not in coll_cache:
-                coll_cache[k] = float(collective_time(db, ref.system, name, b, r, per_node=pn).time_s[0])
-            out[i] = coll_cache[k]
+        r = ranks.astype(int)
+        pn = np.where(stride < per_node, np.clip(per_node // np.maximum(stride, 1), 1, None), 1)
+        pn = np.minimum(pn, np.maximum(r, 1)).astype(int)
+        live = (r > 1) & (nbytes > 0)
+        for rr, p0 in {(int(a), int(b)) for a, b in zip(r[live], pn[live])}:
+            p1 = p0
+            while rr % p1:
+                p1 -= 1
+            sel = live & (r == rr) & (pn == p0)
+            out[sel] = collective_time(db, ref.system, name, nbytes[sel], rr, per_node=p1).time_s
         return out
 
     grad = np.where(zero >= 1, 1, 0)

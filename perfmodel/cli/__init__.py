@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import __version__
-from . import estimate, hardware, models
+from . import estimate, hardware, models, plan
 from .calibrate import calibrate
 from .validate import validate
 from .common import Group
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.add_typer(hardware.app, name="hardware")
 app.add_typer(models.app, name="models")
 app.add_typer(estimate.app, name="estimate")
+app.add_typer(plan.app, name="plan")
 app.command("validate")(validate)
 app.command("calibrate")(calibrate)
 

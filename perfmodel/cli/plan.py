@@ -1,0 +1,134 @@
+"""`perfmodel plan train|serve`: the best layouts for a model on a system, ranked, with the reasons."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..errors import InputError
+from .common import JsonOpt, SpecsOpt, console, database, print_json
+
+app = typer.Typer(help="Search parallel layouts for training and serving.", no_args_is_help=True)
+
+
+def parse_gpus(text: str) -> list[int]:
+    """'512', '256..1024' (powers of two) or '64,96,128'."""
+    try:
+        if ".." in text:
+            lo, hi = (int(x) for x in text.split("..", 1))
+            if lo < 1 or hi < lo:
+                raise ValueError
+            out, n = [], lo
+            while n <= hi:
+                out.append(n)
+                n *= 2
+            return out
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise InputError(f"--gpus: expected N, N..M or N,M,... with positive integers (got '{text}')") from None
+
+
+def _spinner(label: str, quiet: bool):
+    return Progress(SpinnerColumn(), TextColumn(label), TimeElapsedColumn(), console=console, transient=True,
+                    disable=quiet or not console.is_terminal)
+
+
+@app.command("train")
+def train(
+    model: Annotated[str, typer.Option("--model", help="Catalog id or path to a Hugging Face config.json.")],
+    system: Annotated[str, typer.Option("--system", help="System id or 'N x DEVICE'.")],
+    gpus: Annotated[str, typer.Option("--gpus", help="GPU count, a range N..M (powers of two) or a list.")],
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sample.")],
+    global_batch: Annotated[int, typer.Option("--global-batch", help="Samples per optimizer step.")],
+    precision: Annotated[str, typer.Option("--precision", help="bf16, fp16 or fp8.")] = "bf16",
+    objective: Annotated[str, typer.Option("--objective", help="time, cost (per token) or energy (per token).")] = "time",
+    top: Annotated[int, typer.Option("--top", help="How many plans to show.")] = 5,
+    allow_cross_node_tp: Annotated[bool, typer.Option("--allow-cross-node-tp", help="Let TP span nodes.")] = False,
+    json_out: JsonOpt = False,
+    specs: SpecsOpt = None,
+) -> None:
+    """Rank TP x PP x DP x CP x EP x VP x micro-batch x recompute x ZeRO layouts; ILP stage partition.
+
+    Example: perfmodel plan train --model llama-3.1-70b --system dgx-h100 --gpus 64 --seq-len 8192 --global-batch 128 --precision fp8
+    """
+    from ..solvers.plan_train import plan_training
+
+    db = database(specs)
+    with _spinner("searching training layouts", json_out):
+        res = plan_training(model, system, parse_gpus(gpus), seq_len, global_batch, precision, objective, top,
+                            allow_cross_node_tp, db)
+    if json_out:
+        print_json({
+            "model": res.model, "system": res.system, "objective": res.objective, "evaluated": res.evaluated,
+            "feasible": res.feasible, "why": res.why,
+            "partition": None if res.partition is None else {
+                "layers_per_stage": res.partition.layers_per_stage, "max_stage_time_s": res.partition.max_stage_time,
+                "even_max_stage_time_s": res.partition.even_max_stage_time, "status": res.partition.status},
+            "plans": [{**p.model_dump(mode="json"), "score": s} for p, s in zip(res.plans, res.scores)],
+        })
+        return
+    console.print(f"[bold]{res.model}[/bold] on {res.system}: {res.evaluated:,} layouts evaluated, {res.feasible:,} fit "
+                  f"in memory; ranked by {res.objective}")
+    t = Table(title=f"top {len(res.plans)} training plans", title_justify="left")
+    for col in ("#", "gpus", "tp", "pp", "dp", "cp", "ep", "vp", "mb", "recompute", "zero", "step s", "tok/s/GPU",
+                "MFU", "mem GiB", "bubble s", "comm s"):
+        t.add_column(col, justify="right" if col not in ("recompute",) else "left")
+    for i, p in enumerate(res.plans, 1):
+        b = p.time_breakdown_s
+        comm = b["tp_comm"] + b["cp_comm"] + b["ep_comm"] + b["pp_comm"] + b["dp_comm_exposed"] + b["zero3_comm_exposed"]
+        t.add_row(str(i), str(p.gpus), str(p.tp), str(p.pp), str(p.dp), str(p.cp), str(p.ep), str(p.vp),
+                  str(p.micro_batch), p.recompute, str(p.zero), f"{p.step_time_s:,.3f}",
+                  f"{p.tokens_per_s_per_gpu:,.0f}", f"{p.mfu:.1%}", f"{sum(p.memory_per_gpu_bytes.values()) / 2**30:,.1f}",
+                  f"{b['bubble']:,.3f}", f"{comm:,.3f}")
+    console.print(t)
+    if res.partition is not None:
+        part = res.partition
+        console.print(f"stage partition (ILP, {part.solver}, {part.status}, {part.solve_time_s:.2f} s): "
+                      f"{part.layers_per_stage}; slowest stage {part.max_stage_time * 1e3:.1f} ms per micro-batch "
+                      f"vs {part.even_max_stage_time * 1e3:.1f} ms with the even split")
+    for line in res.why:
+        console.print(f"why #1: {line}")
+
+
+@app.command("serve")
+def serve(
+    model: Annotated[str, typer.Option("--model", help="Catalog id or path to a Hugging Face config.json.")],
+    system: Annotated[str, typer.Option("--system", help="System id or 'N x DEVICE'.")],
+    isl: Annotated[float, typer.Option("--isl", help="Mean input tokens.")],
+    osl: Annotated[float, typer.Option("--osl", help="Mean output tokens.")],
+    slo_ttft_ms: Annotated[float, typer.Option("--slo-ttft-ms", help="p99 TTFT SLO.")],
+    slo_tpot_ms: Annotated[float, typer.Option("--slo-tpot-ms", help="TPOT SLO.")],
+    gpus: Annotated[Optional[int], typer.Option("--gpus", help="GPU budget: maximise goodput per GPU.")] = None,
+    rate: Annotated[Optional[float], typer.Option("--rate", help="Target requests/s: minimise GPUs.")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="Fix the precision (default: try bf16 and fp8).")] = None,
+    allow_disaggregated: Annotated[bool, typer.Option("--allow-disaggregated", help="Also try prefill/decode pools.")] = False,
+    top: Annotated[int, typer.Option("--top", help="How many plans to show.")] = 5,
+    json_out: JsonOpt = False,
+    specs: SpecsOpt = None,
+) -> None:
+    """Rank serving layouts (TP, PP, EP, replicas, batch cap, disaggregation) by goodput within the SLOs.
+
+    Example: perfmodel plan serve --model llama-3.1-70b --system dgx-h100 --gpus 8 --isl 1000 --osl 500 --slo-ttft-ms 1000 --slo-tpot-ms 50
+    """
+    from ..solvers.plan_serve import plan_serving
+
+    db = database(specs)
+    with _spinner("searching serving layouts", json_out):
+        res = plan_serving(model, system, isl, osl, slo_ttft_ms, slo_tpot_ms, gpus, rate, precision,
+                           allow_disaggregated, top, db)
+    if json_out:
+        print_json({"model": res.model, "system": res.system, "evaluated": res.evaluated,
+                    "plans": [p.as_dict() for p in res.plans]})
+        return
+    console.print(f"[bold]{res.model}[/bold] on {res.system}: {res.evaluated} layouts evaluated; "
+                  f"SLOs TTFT p99 <= {slo_ttft_ms:g} ms, TPOT <= {slo_tpot_ms:g} ms")
+    t = Table(title=f"top {len(res.plans)} serving plans", title_justify="left")
+    for col in ("#", "layout", "precision", "gpus", "max batch", "req/s", "req/s/GPU", "TTFT ms", "TPOT ms", "out tok/s"):
+        t.add_column(col, justify="left" if col in ("layout", "precision") else "right")
+    for i, p in enumerate(res.plans, 1):
+        t.add_row(str(i), p.layout, p.precision, str(p.gpus), str(p.max_batch), f"{p.rate:,.3g}",
+                  f"{p.rate / p.gpus:,.3g}", f"{p.ttft_ms:,.0f}", f"{p.tpot_ms:,.1f}", f"{p.output_tokens_per_s:,.0f}")
+    console.print(t)
