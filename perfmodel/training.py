@@ -469,11 +469,11 @@ def evaluate_plans(db: Database, ref: SystemRef, m: ModelArch, plans: dict[str, 
         if flag.any():
             t_dp = t_dp + np.where(flag, coll(name, dense_local * GRAD_BYTES, d_dense, tp)
                                    + coll(name, expert_local * GRAD_BYTES, d_expert, tp * ep), 0.0)
-    bwd_last = part_b["compute"] * 2 / 3 / n_micro
+    bwd_last = part_b["compute"] * 2 / 3  # the last micro-batch's backward on the busiest stage
     dp_exposed = np.maximum(0.0, t_dp - bwd_last) + t_dp / 40
     t_ag = np.where((zero == 1) | (zero == 2), coll("all_gather", dense_local * ACT_BYTES, d_dense, tp)
                     + coll("all_gather", expert_local * ACT_BYTES, d_expert, tp * ep), 0.0)
-    ag_exposed = np.maximum(0.0, t_ag - part_b["compute"] / 3 / n_micro)
+    ag_exposed = np.maximum(0.0, t_ag - part_b["compute"] / 3)  # hidden behind the first forward
     per_layer = (dense_local + expert_local) / np.maximum(n_stage_b, 1)
     z3 = zero == 3
     ag3 = np.where(z3, coll("all_gather", np.where(z3, per_layer * ACT_BYTES, 0), d_dense, tp), 0.0)
