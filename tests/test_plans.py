@@ -139,3 +139,21 @@ def test_plan_cli_json():
     res = runner.invoke(app, ["plan", "train", "--model", "llama-3.1-8b", "--system", "dgx-h100", "--gpus", "8x",
                               "--seq-len", "4096", "--global-batch", "64"])
     assert res.exit_code == 2 and "--gpus" in res.stderr
+
+
+def test_heterogeneous_pools_split_the_batch_by_speed(db):
+    from perfmodel.solvers.plan_train import plan_training_hetero
+
+    plans = plan_training_hetero("llama-3.1-8b", [("dgx-h100", 16), ("dgx-a100", 16)], 4096, 128, top=2, db=db)
+    best = plans[0]
+    h100, a100 = best.groups
+    assert h100["dp"] * h100["micro_batches"] + a100["dp"] * a100["micro_batches"] == 128 // best.layout["mb"]
+    assert h100["micro_batches"] >= a100["micro_batches"]  # the faster pool takes more of the batch
+    assert best.step_time_s == pytest.approx(max(h100["step_s"], a100["step_s"]))
+    res = CliRunner().invoke(app, ["plan", "train", "--model", "llama-3.1-8b", "--system", "dgx-h100:16,dgx-a100:16",
+                                   "--seq-len", "4096", "--global-batch", "128", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["heterogeneous"] is True
+    res = CliRunner().invoke(app, ["plan", "train", "--model", "llama-3.1-8b", "--system", "dgx-h100:x",
+                                   "--seq-len", "4096", "--global-batch", "128"])
+    assert res.exit_code == 2 and "SYSTEM:GPUS" in res.stderr

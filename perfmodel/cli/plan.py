@@ -39,10 +39,11 @@ def _spinner(label: str, quiet: bool):
 @app.command("train")
 def train(
     model: Annotated[str, typer.Option("--model", help="Catalog id or path to a Hugging Face config.json.")],
-    system: Annotated[str, typer.Option("--system", help="System id or 'N x DEVICE'.")],
-    gpus: Annotated[str, typer.Option("--gpus", help="GPU count, a range N..M (powers of two) or a list.")],
+    system: Annotated[str, typer.Option("--system", help="System id or 'N x DEVICE'; a heterogeneous cluster as "
+                                                      "'SYSTEM:GPUS,SYSTEM:GPUS'.")],
     seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sample.")],
     global_batch: Annotated[int, typer.Option("--global-batch", help="Samples per optimizer step.")],
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU count, a range N..M (powers of two) or a list.")] = None,
     precision: Annotated[str, typer.Option("--precision", help="bf16, fp16 or fp8.")] = "bf16",
     objective: Annotated[str, typer.Option("--objective", help="time, cost (per token) or energy (per token).")] = "time",
     top: Annotated[int, typer.Option("--top", help="How many plans to show.")] = 5,
@@ -57,6 +58,11 @@ def train(
     from ..solvers.plan_train import plan_training
 
     db = database(specs)
+    if ":" in system:
+        _train_hetero(model, system, seq_len, global_batch, precision, top, json_out, db)
+        return
+    if gpus is None:
+        raise InputError("--gpus: required (or give pools as --system SYSTEM:GPUS,SYSTEM:GPUS)")
     with _spinner("searching training layouts", json_out):
         res = plan_training(model, system, parse_gpus(gpus), seq_len, global_batch, precision, objective, top,
                             allow_cross_node_tp, db)
@@ -91,6 +97,35 @@ def train(
                       f"vs {part.even_max_stage_time * 1e3:.1f} ms with the even split")
     for line in res.why:
         console.print(f"why #1: {line}")
+
+
+def _train_hetero(model, system, seq_len, global_batch, precision, top, json_out, db) -> None:
+    from ..solvers.plan_train import plan_training_hetero
+
+    pools = []
+    for part in system.split(","):
+        sys_id, _, n = part.rpartition(":")
+        if not sys_id or not n.strip().isdigit() or int(n) < 1:
+            raise InputError(f"--system: expected SYSTEM:GPUS pools separated by commas (got '{part}')")
+        pools.append((sys_id.strip(), int(n)))
+    with _spinner("searching heterogeneous layouts", json_out):
+        plans = plan_training_hetero(model, pools, seq_len, global_batch, precision, top, db)
+    if json_out:
+        print_json({"heterogeneous": True, "plans": [{"layout": p.layout, "groups": p.groups,
+                                                      "step_time_s": p.step_time_s, "tokens_per_s": p.tokens_per_s}
+                                                     for p in plans]})
+        return
+    t = Table(title="heterogeneous plans: one layout, a DP group per pool, the batch split to finish together",
+              title_justify="left")
+    for col in ("#", "tp", "pp", "cp", "vp", "mb", "recompute", "zero", "pools (dp x micro-batches)", "step s", "tok/s"):
+        t.add_column(col, justify="left" if col in ("recompute", "pools (dp x micro-batches)") else "right")
+    for i, p in enumerate(plans, 1):
+        lay = p.layout
+        pools_txt = "; ".join(f"{g['system']} {g['gpus']}: {g['dp']} x {g['micro_batches']} ({g['step_s']:.2f} s)"
+                              for g in p.groups)
+        t.add_row(str(i), str(lay["tp"]), str(lay["pp"]), str(lay["cp"]), str(lay["vp"]), str(lay["mb"]),
+                  lay["recompute"], str(lay["zero"]), pools_txt, f"{p.step_time_s:,.3f}", f"{p.tokens_per_s:,.0f}")
+    console.print(t)
 
 
 @app.command("serve")

@@ -202,3 +202,95 @@ def _no_fit_message(m, base, counts, seq, gb, precision, db, allow) -> str:
                     f"{seq} and global batch {gb}; the smallest power-of-two multiple that fits is {n} GPUs")
     return (f"{m.id} fits no layout on up to {top * 4096} x {base.accelerator.id}; check --seq-len and "
             f"--global-batch")
+
+
+@dataclass
+class HeteroPlan:
+    """One layout shared by two (or more) GPU pools, each its own DP group with its share of the batch."""
+
+    layout: dict
+    groups: list[dict]  # per pool: system, gpus, dp, micro_batches, step_s, fits
+    step_time_s: float
+    tokens_per_s: float
+
+
+def plan_training_hetero(model, pools: list[tuple[str, int]], seq_len: int, global_batch: int,
+                         precision: str = "bf16", top: int = 5, db: Database | None = None) -> list[HeteroPlan]:
+    """Heterogeneous cluster: the same TP/PP/CP/VP/micro-batch/recompute/ZeRO layout on every pool, each pool
+    a DP group of its own size, the global batch split so the pools finish together (Holmes-style DP over
+    pools with different GPUs or NICs). Step = the slowest pool's pipeline + its exposed gradient sync."""
+    if len(pools) < 2:
+        raise InputError("--system: a heterogeneous plan needs two or more 'SYSTEM:GPUS' pools")
+    db = db or load_database()
+    m = get_model(model)
+    refs, evs, plan_sets = [], [], []
+    for sys_id, n in pools:
+        base = db.resolve_system(sys_id)
+        refs.append(SystemRef(base.system, base.accelerator, n))
+    domain = min(int(r.system.scale_up.domain_size.value) for r in refs)
+    keyset = None
+    for r in refs:
+        p = enumerate_plans(m, r.gpus, seq_len, global_batch, domain, micro_batches=(1, 2, 4), zeros=(1, 3))
+        keys = {tuple(int(p[k][i]) for k in PLAN_KEYS if k != "dp"): i for i in range(len(p["tp"]))}
+        plan_sets.append((p, keys))
+        keyset = set(keys) if keyset is None else keyset & set(keys)
+    if not keyset:
+        raise InputError("no layout divides every pool; use GPU counts with a common factor")
+    common = sorted(keyset)
+    out: list[HeteroPlan] = []
+    for r, (p, keys) in zip(refs, plan_sets):
+        idx = [keys[k] for k in common]
+        sub = {k: p[k][idx] for k in PLAN_KEYS}
+        evs.append((sub, evaluate_plans(db, r, m, sub, seq_len, global_batch, precision)))
+    names = [k for k in PLAN_KEYS if k != "dp"]
+    for j, key in enumerate(common):
+        layout = dict(zip(names, key))
+        mb = layout["mb"]
+        if global_batch % mb:
+            continue
+        per_pool = []
+        for (sub, ev) in evs:
+            dp = int(sub["dp"][j])
+            tmax = float(ev["stage_max_s"][j])
+            fixed = float(ev["step_time_s"][j] - ev["micro_batches"][j] * tmax)  # bubble + sync + optimizer
+            per_pool.append((dp, tmax, fixed, bool(ev["fits"][j])))
+        if not all(f for *_, f in per_pool):
+            continue
+        best = _split_batch(global_batch // mb, per_pool)
+        if best is None:
+            continue
+        step, micro = best
+        groups = [{"system": r.system.id, "gpus": r.gpus, "dp": pp_[0], "micro_batches": mi,
+                   "step_s": mi * pp_[1] + pp_[2]} for r, pp_, mi in zip(refs, per_pool, micro)]
+        out.append(HeteroPlan({**layout, "recompute": RECOMPUTE[layout["rec"]]}, groups, step,
+                              global_batch * seq_len / step))
+    if not out:
+        raise InputError("no shared layout fits every pool's memory; add GPUs or shorten --seq-len")
+    out.sort(key=lambda h: h.step_time_s)
+    return out[:top]
+
+
+def _split_batch(total_micro: int, pools: list[tuple[int, float, float, bool]]):
+    """Micro-batches per replica of each pool with sum(dp_i m_i) = total and the slowest pool fastest."""
+    best = None
+    (dp_a, ta, fa, _), rest = pools[0], pools[1:]
+    for m_a in range(0, total_micro // dp_a + 1):
+        left = total_micro - dp_a * m_a
+        ms = [m_a]
+        ok = True
+        for k, (dp, *_x) in enumerate(rest):
+            if k == len(rest) - 1:
+                if left % dp:
+                    ok = False
+                    break
+                ms.append(left // dp)
+            else:  # more than two pools: give the middle pools an even share of what is left
+                share = left // (dp * (len(rest) - k))
+                ms.append(share)
+                left -= dp * share
+        if not ok or min(ms) < 1:
+            continue
+        step = max(mi * t + f for mi, (_, t, f, _) in zip(ms, pools))
+        if best is None or step < best[0]:
+            best = (step, ms)
+    return best
