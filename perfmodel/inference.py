@@ -20,6 +20,7 @@ Scenarios (one instance = tp x pp GPUs; ``dp`` instances serve in parallel):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -277,6 +278,7 @@ def estimate_inference(
     prefill_gpus: int | None = None,
     decode_gpus: int | None = None,
     engine: str | None = None,
+    chunk_tokens: int | None = None,
     breakdown: bool = True,
     db: Database | None = None,
     specs: tuple[str, ...] = (),
@@ -303,6 +305,10 @@ def estimate_inference(
     if arch.layers % pp and pp > arch.layers:
         raise InputError(f"--pp {pp}: more stages than layers ({arch.layers})")
     eng = get_engine(engine)
+    if chunk_tokens is not None:
+        if chunk_tokens < 1:
+            raise InputError(f"--chunk-tokens: expected a positive token budget, got {chunk_tokens}")
+        eng = dataclasses.replace(eng, max_num_tokens=int(chunk_tokens))
     disagg = prefill_gpus is not None or decode_gpus is not None
     if disagg:
         if not prefill_gpus or not decode_gpus:

@@ -44,6 +44,7 @@ def infer(
     prefill_gpus: Annotated[Optional[int], typer.Option("--prefill-gpus", help="Disaggregated: prefill GPUs.")] = None,
     decode_gpus: Annotated[Optional[int], typer.Option("--decode-gpus", help="Disaggregated: decode GPUs.")] = None,
     engine: Annotated[Optional[str], typer.Option("--engine", help="default, trtllm, vllm or sglang.")] = None,
+    chunk_tokens: Annotated[Optional[int], typer.Option("--chunk-tokens", help="Prefill tokens per step (chunked prefill).")] = None,
     show_breakdown: Annotated[bool, typer.Option("--breakdown", help="Per-operator table.")] = False,
     plot: PlotOpt = None,
     json_out: JsonOpt = False,
@@ -60,7 +61,7 @@ def infer(
         model, system, isl, osl, gpus=gpus, tp=tp, pp=pp, ep=ep, dp=dp, attention_dp=attention_dp,
         precision=precision, kv_precision=kv_precision, batch=batch or concurrency, scenario=scenario, rate=rate,
         slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, prefill_gpus=prefill_gpus, decode_gpus=decode_gpus,
-        engine=engine, db=db)
+        engine=engine, chunk_tokens=chunk_tokens, db=db)
     if plot:
         from ..plots import roofline_plot
 

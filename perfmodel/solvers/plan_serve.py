@@ -19,6 +19,8 @@ from ..models import get_model
 from ..specdb import Database, load_database
 
 BATCH_CAPS = (8, 16, 32, 64, 128, 256, 512, 1024)
+SEARCH_CAPS = (16, 64, 256, 1024)
+CHUNK_TOKENS = (2048, 8192)  # prefill tokens batched per step (chunked-prefill budget)
 
 
 @dataclass
@@ -31,6 +33,7 @@ class ServePlan:
     gpus: int
     replicas: int
     max_batch: int
+    chunk_tokens: int
     rate: float
     ttft_ms: float
     tpot_ms: float
@@ -85,12 +88,13 @@ def plan_serving(model, system: str, isl: float, osl: float, slo_ttft_ms: float,
                     continue
                 eps = [1] + ([tp] if m.is_moe and tp > 1 and m.experts % tp == 0 else [])
                 for ep in eps:
-                    for cap in BATCH_CAPS:
-                        evaluated += 1
-                        plan = _colocated(m, ref, isl, osl, slo_ttft_ms, slo_tpot_ms, prec, tp, pp, ep, cap, db,
-                                          best_seen)
-                        if plan is not None:
-                            plans.append(plan)
+                    for cap in SEARCH_CAPS:
+                        for chunk in CHUNK_TOKENS:
+                            evaluated += 1
+                            plan = _colocated(m, ref, isl, osl, slo_ttft_ms, slo_tpot_ms, prec, tp, pp, ep, cap,
+                                              chunk, db, best_seen)
+                            if plan is not None:
+                                plans.append(plan)
                     if allow_disaggregated:
                         evaluated += 1
                         plan = _disaggregated(m, ref, isl, osl, slo_ttft_ms, slo_tpot_ms, prec, tp, pp, ep, db,
@@ -125,19 +129,20 @@ def plan_serving(model, system: str, isl: float, osl: float, slo_ttft_ms: float,
     return ServeSearch(m.id, ref.system.id, evaluated, unique[:top])
 
 
-def _colocated(m, ref, isl, osl, slo_ttft, slo_tpot, prec, tp, pp, ep, cap, db, best_seen) -> ServePlan | None:
+def _colocated(m, ref, isl, osl, slo_ttft, slo_tpot, prec, tp, pp, ep, cap, chunk, db,
+               best_seen) -> ServePlan | None:
     try:
         r = estimate_inference(m, ref.system.id, isl, osl, gpus=tp * pp, tp=tp, pp=pp, ep=ep, dp=1, precision=prec,
                                batch=cap, scenario="server", slo_ttft_ms=slo_ttft, slo_tpot_ms=slo_tpot,
-                               breakdown=False, db=db)
+                               chunk_tokens=chunk, breakdown=False, db=db)
     except InputError as e:
         if "no request rate meets" in str(e):
             _note_best(m, ref, isl, osl, prec, tp, pp, ep, db, best_seen)
         return None
     if not r.max_rate_within_slo:
         return None
-    layout = f"tp{tp} pp{pp}" + (f" ep{ep}" if ep > 1 else "") + f" batch<={cap}"
-    return ServePlan(layout, prec, tp, pp, ep, tp * pp, 1, cap, r.max_rate_within_slo, r.ttft_ms, r.tpot_ms,
+    layout = f"tp{tp} pp{pp}" + (f" ep{ep}" if ep > 1 else "") + f" batch<={cap} chunk {chunk}"
+    return ServePlan(layout, prec, tp, pp, ep, tp * pp, 1, cap, chunk, r.max_rate_within_slo, r.ttft_ms, r.tpot_ms,
                      r.output_tokens_per_s)
 
 
@@ -200,8 +205,8 @@ def _disaggregated(m, ref, isl, osl, slo_ttft, slo_tpot, prec, tp, pp, ep, db, b
         return None
     _, n_p, n_d, rate = best
     layout = f"disaggregated {n_p}P:{n_d}D x tp{tp} pp{pp}" + (f" ep{ep}" if ep > 1 else "") + f" batch<={dec_batch}"
-    return ServePlan(layout, prec, tp, pp, ep, (n_p + n_d) * inst, 1, dec_batch, rate, d.ttft_ms, tpot, rate * osl,
-                     n_p, n_d)
+    return ServePlan(layout, prec, tp, pp, ep, (n_p + n_d) * inst, 1, dec_batch, 8192, rate, d.ttft_ms, tpot,
+                     rate * osl, n_p, n_d)
 
 
 def _no_plan_message(m, ref, slo_ttft, slo_tpot, best_seen, precisions, acc) -> str:
