@@ -25,6 +25,7 @@ import math
 import re
 from dataclasses import dataclass
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .comm import collective_time
@@ -437,17 +438,28 @@ def _check_fit(mem: MemoryPlan, arch: ModelArch, dev: str, tp: int, pp: int) -> 
 
 
 def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_per_req, ttft_alone):
-    """Fixed point of Little's law at a rate; also the largest rate meeting the SLOs (bisection)."""
+    """Fixed point of Little's law at a rate; also the largest rate meeting the SLOs (bisection).
 
-    def at(lam_total: float):
+    The search interpolates the decode-step time between concurrencies 1, 2, 4, ... cap (piecewise
+    linear); the reported state at the chosen rate uses the exact step.
+    """
+    grid = sorted({min(2**i, cap) for i in range(int(math.log2(max(cap, 1))) + 2)} | {1, cap})
+    grid_t = [decode(c).time_s for c in grid]
+
+    def at(lam_total: float, exact: bool = False):
         lam = lam_total / dp
         rho = lam * prefill_per_req
         if rho >= 0.999:
             return None
         c = 1.0
+        dec = None
         for _ in range(60):
-            dec = decode(c)
-            step = dec.time_s * (pp if pp > 1 else 1)
+            if exact:
+                dec = decode(c)
+                t_step = dec.time_s
+            else:
+                t_step = float(np.interp(c, grid, grid_t))
+            step = t_step * (pp if pp > 1 else 1)
             tpot = step / (1 - rho)
             wait = rho * prefill_per_req / (2 * (1 - rho))
             ttft = ttft_alone + wait + step / 2
@@ -488,7 +500,15 @@ def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_pe
                 hi = mid
         max_rate = lo
     lam = rate if rate else (max_rate or 0.0)
-    s = at(lam) if lam > 0 else None
+    s = at(lam, exact=True) if lam > 0 else None
+    if not rate and max_rate:
+        # the search used interpolated step times: step back until the exact state meets the SLOs
+        for _ in range(60):
+            if s is not None and meets(s):
+                break
+            lam *= 0.99
+            s = at(lam, exact=True)
+        max_rate = lam if s is not None else None
     if s is None:
         if rate:
             raise InputError(f"--rate {rate}: exceeds what {dp} instance(s) can sustain "
@@ -527,3 +547,85 @@ def _disaggregated(ctx, ref, arch, shard, pp, prefill_gpus, decode_gpus, isl, os
     kv_s = float(res.time_s[0])
     ttft = ttft_alone + kv_s
     return cap, dec, lam * osl, ttft, step, kv_s * 1e3
+
+
+class StepModel:
+    """Fast step times of one serving instance, for searches that cost thousands of workloads.
+
+    A decode step's time is linear in the context length at fixed concurrency (the KV-cache read and the
+    attention FLOPs grow with it; the weight reads and GEMMs do not), so two context lengths on a grid of
+    concurrencies (1, 2, 4, ...) give every (concurrency, context) by interpolation; prefill time per
+    request is interpolated over a geometric grid of prompt lengths.
+    """
+
+    def __init__(self, model, system: str | SystemRef, tp: int = 1, pp: int = 1, ep: int = 1,
+                 precision: str = "bf16", kv_precision: str | None = None, engine: str | None = None,
+                 db: Database | None = None, max_tokens: int = 1 << 17):
+        self.db = db or load_database()
+        self.arch = get_model(model)
+        precision = check_precision(precision)
+        kv_precision = check_precision(kv_precision or ("fp8" if precision in ("fp4", "nvfp4", "mxfp4") else
+                                                        precision), "--kv-precision")
+        self.shard = Shard(tp=tp, ep=ep)
+        check_shard(self.arch, self.shard)
+        ref = self.db.resolve_system(system) if isinstance(system, str) else system
+        self.ref = SystemRef(ref.system, ref.accelerator, tp * pp)
+        self.pp = pp
+        self.engine = get_engine(engine)
+        self.ctx = _Ctx(self.db, self.ref, self.arch, self.shard, pp, precision, kv_precision)
+        self.c_grid = [2**i for i in range(0, 13)]
+        self.ctx_pts = (1024.0, 8192.0)
+        self.t_dec = {x: [self.ctx.step("decode", c, c, x, c).time_s * max(pp, 1) for c in self.c_grid]
+                      for x in self.ctx_pts}
+        self.isl_grid = [2.0**i for i in range(4, int(math.log2(max_tokens)) + 1)]
+        self.p_req = []
+        for isl in self.isl_grid:
+            chunk = max(1, int(self.engine.max_num_tokens // isl))
+            self.p_req.append(self.ctx.step("prefill", chunk, chunk * isl, isl, chunk).time_s / chunk)
+
+    def decode_s(self, c: float, ctx: float) -> float:
+        """Decode-step time (s) of the instance at concurrency c with ``ctx`` tokens of context."""
+        a, b = self.ctx_pts
+        ta = float(np.interp(c, self.c_grid, self.t_dec[a]))
+        tb = float(np.interp(c, self.c_grid, self.t_dec[b]))
+        return ta + (tb - ta) * (ctx - a) / (b - a)
+
+    def prefill_s(self, isl: float) -> float:
+        """Instance time one request's prefill takes when prefills are batched in engine-sized chunks."""
+        return float(np.exp(np.interp(math.log(max(isl, 1.0)), np.log(self.isl_grid), np.log(self.p_req))))
+
+    def max_sequences(self, seq_tokens: float) -> int:
+        mem = plan_memory(self.arch, self.shard, self.pp, self.ref.accelerator.memory_gb.value, self.engine,
+                          self.ctx.w_bytes, self.ctx.kv_bytes, ACT_BYTES, seq_tokens)
+        return min(mem.max_sequences * self.pp, self.engine.max_batch)
+
+    def max_rate(self, isl: float, osl: float, slo_tpot_ms: float, slo_ttft_ms: float | None = None) -> float:
+        """Largest request rate (1/s) one instance sustains with TPOT (and p99 TTFT) within the SLOs.
+
+        Steady state at concurrency C: each request's decode is stretched by the prefills of the others,
+        ``TPOT(C) = t_decode(C) + C p / osl``, and the rate is ``C / (osl TPOT)`` (Little's law); TTFT is the
+        lone prefill plus an M/D/1 wait with an exponential tail at ``rho = rate x p``.
+        """
+        cmax = self.max_sequences(isl + osl)
+        if cmax < 1:
+            return 0.0
+        p = self.prefill_s(isl)
+        ctx = isl + osl / 2
+        best = 0.0
+        c = 1
+        while c <= cmax:
+            tpot = self.decode_s(c, ctx) + c * p / osl
+            if tpot * 1e3 > slo_tpot_ms:
+                break
+            lam = c / (osl * tpot)
+            if slo_ttft_ms is not None:
+                rho = lam * p
+                if rho >= 1:
+                    break
+                wait = rho * p / (2 * (1 - rho))
+                tail = (wait / rho) * math.log(rho / 0.01) if rho > 0.01 else 0.0
+                if (p + tail) * 1e3 > slo_ttft_ms:
+                    break
+            best = max(best, lam)
+            c = c + 1 if c < 16 else int(c * 1.15) + 1
+        return best

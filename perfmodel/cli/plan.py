@@ -167,3 +167,83 @@ def serve(
         t.add_row(str(i), p.layout, p.precision, str(p.gpus), str(p.max_batch), f"{p.rate:,.3g}",
                   f"{p.rate / p.gpus:,.3g}", f"{p.ttft_ms:,.0f}", f"{p.tpot_ms:,.1f}", f"{p.output_tokens_per_s:,.0f}")
     console.print(t)
+
+
+def _pairs(items: list[str] | None, flag: str, cast) -> dict:
+    out = {}
+    for item in items or []:
+        key, sep, val = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[key.strip()] = cast(val)
+        except ValueError:
+            raise InputError(f"{flag}: expected DEVICE=VALUE (got '{item}')") from None
+    return out
+
+
+@app.command("gpu-mix")
+def gpu_mix(
+    model: Annotated[str, typer.Option("--model", help="Catalog id or path to a Hugging Face config.json.")],
+    devices: Annotated[str, typer.Option("--devices", help="Candidate accelerator ids, comma-separated.")],
+    rate: Annotated[float, typer.Option("--rate", help="Overall request rate (requests/s).")],
+    slo_tpot_ms: Annotated[float, typer.Option("--slo-tpot-ms", help="TPOT SLO.")],
+    slo_ttft_ms: Annotated[Optional[float], typer.Option("--slo-ttft-ms", help="p99 TTFT SLO (optional).")] = None,
+    workload: Annotated[Optional[str], typer.Option("--workload", help="CSV trace with input/output token columns.")] = None,
+    isl: Annotated[Optional[float], typer.Option("--isl", help="Synthetic workload: mean input tokens.")] = None,
+    osl: Annotated[Optional[float], typer.Option("--osl", help="Synthetic workload: mean output tokens.")] = None,
+    cv: Annotated[float, typer.Option("--cv", help="Synthetic workload: coefficient of variation (log-normal).")] = 0.0,
+    price: Annotated[Optional[list[str]], typer.Option("--price", help="Override a price: DEVICE=USD_PER_HOUR.")] = None,
+    max_count: Annotated[Optional[list[str]], typer.Option("--max", help="Availability limit: DEVICE=INSTANCES.")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="Serving precision.")] = "bf16",
+    json_out: JsonOpt = False,
+    specs: SpecsOpt = None,
+) -> None:
+    """The cheapest mix of GPU types serving a request-size histogram within the SLOs (ILP, Mélange-style).
+
+    Example: perfmodel plan gpu-mix --model llama-3.1-8b --devices h100-sxm,a100-sxm-80gb,a10g --isl 1000 --osl 300 --cv 1 --rate 50 --slo-tpot-ms 60
+    """
+    from pathlib import Path
+
+    from ..solvers.gpu_mix import plan_gpu_mix, read_trace, synthetic_workload
+
+    db = database(specs)
+    if workload and (isl or osl):
+        raise InputError("--workload and --isl/--osl: give a trace or a synthetic distribution, not both")
+    if workload:
+        buckets = read_trace(Path(workload))
+    elif isl and osl:
+        buckets = synthetic_workload(isl, osl, cv)
+    else:
+        raise InputError("--workload FILE or --isl/--osl: the workload is required")
+    ids = [d.strip() for d in devices.split(",") if d.strip()]
+    for d in ids:
+        db.accelerator(d)
+    with _spinner("solving the GPU mix", json_out):
+        res = plan_gpu_mix(model, ids, buckets, rate, slo_tpot_ms, slo_ttft_ms, _pairs(price, "--price", float),
+                           _pairs(max_count, "--max", int), precision, db)
+    if json_out:
+        print_json({"instances": res.instances, "gpus": res.gpus, "cost_per_hour": res.cost_per_hour,
+                    "best_single_device": res.best_single_device,
+                    "best_single_device_cost_per_hour": res.best_single_device_cost_per_hour,
+                    "saving": res.saving, "single_device_costs": res.single_device_costs,
+                    "assignment": res.assignment, "status": res.status, "solve_time_s": res.solve_time_s})
+        return
+    t = Table(title=f"cheapest mix for {rate:g} requests/s ({len(buckets)} size buckets)", title_justify="left")
+    for col in ("device", "instances", "GPUs per instance", "GPUs", "alone would cost $/h"):
+        t.add_column(col, justify="left" if col == "device" else "right")
+    for d in ids:
+        alone = res.single_device_costs[d]
+        t.add_row(d, str(res.instances[d]), str(res.instance_gpus[d] or "-"), str(res.gpus[d]),
+                  "cannot serve it" if alone is None else f"{alone:,.2f}")
+    console.print(t)
+    line = f"cost {res.cost_per_hour:,.2f} $/h ({res.status}, {res.solve_time_s:.2f} s)"
+    if res.best_single_device:
+        line += (f"; best single device {res.best_single_device} at {res.best_single_device_cost_per_hour:,.2f} $/h, "
+                 f"saving {res.saving:.1%}")
+    console.print(line)
+    by_dev: dict[str, float] = {}
+    for a in res.assignment:
+        for d, f in a["devices"].items():
+            by_dev[d] = by_dev.get(d, 0.0) + f * a["share"]
+    console.print("share of requests: " + ", ".join(f"{d} {v:.0%}" for d, v in by_dev.items()))
