@@ -31,7 +31,8 @@ from ..errors import InputError
 from ..inference import StepModel
 from ..models import get_model
 from ..specdb import Database, load_database
-from .partition import _solver, _var
+from .milp import solver as _solver
+from .milp import var as _var
 
 COLUMN_PAIRS = (("input_tokens", "output_tokens"), ("contexttokens", "generatedtokens"),
                 ("request tokens", "response tokens"), ("prompt_tokens", "completion_tokens"), ("isl", "osl"))

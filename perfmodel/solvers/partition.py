@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import pulp
 
 from ..errors import InputError
+from .milp import solver as _solver
+from .milp import var as _var
 
 
 @dataclass(frozen=True)
@@ -47,13 +49,6 @@ def even_split(layers: int, stages: int) -> list[int]:
     return [base + (1 if s < rem else 0) for s in range(stages)]
 
 
-def _var(prob: pulp.LpProblem, name: str, low=None, up=None, cat: str = "Continuous") -> pulp.LpVariable:
-    """A variable attached to the problem (PuLP >= 3.3 API; plain LpVariable on older PuLP)."""
-    if hasattr(prob, "add_variable"):
-        return prob.add_variable(name, low, up, cat=cat)
-    return pulp.LpVariable(name, low, up, cat=cat)
-
-
 def _identical_layers(L, stages, t, extra, mem, mem_extra, mem_cap, even, even_max, time_limit) -> Partition:
     """Identical layers: only the count per stage matters, an ILP over p integers."""
     prob = pulp.LpProblem("stage_counts", pulp.LpMinimize)
@@ -75,19 +70,6 @@ def _identical_layers(L, stages, t, extra, mem, mem_extra, mem_cap, even, even_m
     sizes = [int(round(v.value())) for v in n]
     times = [t * k + extra[s] for s, k in enumerate(sizes)]
     return Partition(sizes, times, max(times), even_max, status, time.perf_counter() - t0, solver.name)
-
-
-def _solver(time_limit: float):
-    for factory in (lambda: pulp.HiGHS(msg=False, timeLimit=time_limit),
-                    lambda: pulp.HiGHS_CMD(msg=False, timeLimit=time_limit),
-                    lambda: pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit)):
-        try:
-            s = factory()
-            if s.available():
-                return s
-        except Exception:  # a solver interface pulp ships but this machine cannot run
-            continue
-    raise InputError("no MILP solver is available (install highspy, or CBC through pulp)")
 
 
 def partition_stages(layer_time: list[float], stages: int, first_extra: float = 0.0, last_extra: float = 0.0,

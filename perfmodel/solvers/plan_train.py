@@ -12,7 +12,6 @@ the embedding and LM-head stages) and re-costed with that partition.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -273,7 +272,7 @@ def plan_training_hetero(model, pools: list[tuple[str, int]], seq_len: int, glob
 def _split_batch(total_micro: int, pools: list[tuple[int, float, float, bool]]):
     """Micro-batches per replica of each pool with sum(dp_i m_i) = total and the slowest pool fastest."""
     best = None
-    (dp_a, ta, fa, _), rest = pools[0], pools[1:]
+    dp_a, rest = pools[0][0], pools[1:]
     for m_a in range(0, total_micro // dp_a + 1):
         left = total_micro - dp_a * m_a
         ms = [m_a]
