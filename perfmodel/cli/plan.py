@@ -247,3 +247,64 @@ def gpu_mix(
         for d, f in a["devices"].items():
             by_dev[d] = by_dev.get(d, 0.0) + f * a["share"]
     console.print("share of requests: " + ", ".join(f"{d} {v:.0%}" for d, v in by_dev.items()))
+
+
+@app.command("experts")
+def experts(
+    model: Annotated[str, typer.Option("--model", help="An MoE catalog id or config.json.")],
+    gpus: Annotated[int, typer.Option("--gpus", help="GPUs the experts are spread over (EP degree).")],
+    gpus_per_node: Annotated[Optional[int], typer.Option("--gpus-per-node", help="Default: the system's node size.")] = None,
+    routing: Annotated[Optional[str], typer.Option("--routing", help="Routing statistics, JSON or NPZ (see README).")] = None,
+    synthetic: Annotated[Optional[float], typer.Option("--synthetic", help="Generate routing with this Zipf skew.")] = None,
+    affinity: Annotated[float, typer.Option("--affinity", help="Synthetic: share of tokens that follow a preferred next expert.")] = 0.5,
+    tokens: Annotated[int, typer.Option("--tokens", help="Synthetic: tokens per batch.")] = 8192,
+    system: Annotated[str, typer.Option("--system", help="System for the layer-time prediction.")] = "dgx-h100",
+    capacity: Annotated[Optional[int], typer.Option("--capacity", help="Experts per GPU (default: ceil(E/G)).")] = None,
+    cross_node_weight: Annotated[float, typer.Option("--cross-node-weight", help="Weight of a cross-node token.")] = 4.0,
+    time_limit: Annotated[float, typer.Option("--time-limit", help="Seconds for the solver.")] = 60.0,
+    seed: Annotated[int, typer.Option("--seed", help="Synthetic routing seed.")] = 0,
+    json_out: JsonOpt = False,
+    specs: SpecsOpt = None,
+) -> None:
+    """Place MoE experts on GPUs: balance the busiest GPU and cut cross-GPU/cross-node traffic (ILP).
+
+    Example: perfmodel plan experts --model deepseek-v3 --gpus 64 --synthetic 1.0 --time-limit 30
+    """
+    from pathlib import Path
+
+    from ..models import get_model
+    from ..solvers.experts import load_routing, place_experts, synthetic_routing
+
+    db = database(specs)
+    m = get_model(model)
+    if not m.is_moe:
+        raise InputError(f"--model {m.id}: has no routed experts")
+    if (routing is None) == (synthetic is None):
+        raise InputError("--routing FILE or --synthetic SKEW: give exactly one")
+    if routing is not None:
+        r = load_routing(Path(routing), m.moe_layers, m.experts)
+    else:
+        if synthetic < 0 or not 0 <= affinity <= 1 or tokens < 1:
+            raise InputError("--synthetic/--affinity/--tokens: expected skew >= 0, affinity in [0, 1], tokens >= 1")
+        r = synthetic_routing(m.moe_layers, m.experts, m.top_k, tokens, synthetic, affinity, seed)
+    with _spinner("placing experts", json_out):
+        p = place_experts(m, r, gpus=gpus, gpus_per_node=gpus_per_node, system=system, capacity=capacity,
+                          cross_node_weight=cross_node_weight, time_limit=time_limit, db=db)
+    if json_out:
+        print_json(p.to_dict())
+        return
+    rr, gr = p.baselines["round_robin"], p.baselines["greedy"]
+    t = Table(title=f"{m.id}: {m.experts} experts x {m.moe_layers} MoE layers on {p.gpus} GPUs "
+                    f"({p.gpus_per_node} per node, {p.capacity} experts per GPU)", title_justify="left")
+    for col in ("placement", "objective (tokens)", "vs placed"):
+        t.add_column(col, justify="left" if col == "placement" else "right")
+    t.add_row("perfmodel (ILP + local search)", f"{p.objective:,.0f}", "-")
+    t.add_row("greedy", f"{gr:,.0f}", f"{p.objective / gr - 1:+.1%}")
+    t.add_row("round robin", f"{rr:,.0f}", f"{p.objective / rr - 1:+.1%}")
+    console.print(t)
+    console.print(f"load {p.load_term:,.0f} + traffic {p.traffic_term:,.0f} tokens; lower bound {p.lower_bound:,.0f} "
+                  f"(gap {p.gap:.1%}); solved in {p.solve_time_s:.1f} s ({p.method}, {p.solver}; {p.status})")
+    console.print(f"predicted MoE layer time on {system}: {p.layer_time_before_s * 1e3:.3f} ms round robin -> "
+                  f"{p.layer_time_after_s * 1e3:.3f} ms placed")
+    for note in p.notes:
+        console.print(f"[dim]note: {note}[/dim]")

@@ -37,25 +37,36 @@ Formulation (scales to 256 experts x 64 GPUs x 58 layers in a minute)
 By layer: given the placement of layer l, the traffic cost of putting expert f of layer l+1 on GPU g is
 linear, ``cost(f, g) = sum_e T[l][e][f] dist(gpu_l(e), g)``, so each layer is an assignment ILP: binary
 ``x[f,g]``, ``sum_g x[f,g] = 1``, ``sum_f x[f,g] <= capacity``, a continuous ``M >= sum_f t_f x[f,g]``,
-minimise ``w_load M + w_traffic/G sum cost(f,g) x[f,g]``. Layers are solved in order (layer 0 on load
-alone), each with a share of the time limit and the better of two greedy placements as its MIP start;
-remaining time goes to sweeps that re-solve each layer with *both* neighbours fixed (the cost is then
-the sum of the incoming and outgoing terms, still linear). A layer's ILP answer is kept only when it
-beats the placement it would replace, and the whole result is compared with the greedy baseline, so it
-is never worse than greedy. Small instances (a few thousand variables) are instead solved as one joint
-ILP over all layers, with the traffic linearised exactly (``s >= x[i,a] - x[j,a]`` for every GPU a marks
-"different GPU", the same over node sums marks "different node"), which is optimal when it finishes.
+minimise ``w_load M + w_traffic/G sum cost(f,g) x[f,g]``; with both neighbours fixed the cost is the sum
+of the incoming and the outgoing term, still linear. The search:
 
-The MILPs go to HiGHS through ``highspy`` (a perfmodel dependency), built from sparse arrays: PuLP's
-per-variable model transfer costs about 0.7 s per 16k-variable layer, most of the minute at this size.
-Without highspy the same MILPs are solved through PuLP (HiGHS, then CBC).
+1. forward pass, layer 0 on load alone: per layer the better of two greedy placements (the baseline's,
+   and one that scores each GPU by the objective it would add), improved by local search (best swaps of
+   two experts, moves into free slots), which is exact for the per-layer objective and fast;
+2. local-search sweeps with both neighbours fixed, alternating direction, until a sweep gains nothing;
+3. ILP sweeps while time remains: each layer's ILP (HiGHS, the current placement as MIP start, an equal
+   share of the remaining time). Layers of more than 4096 x[f,g] are solved on a large neighbourhood:
+   each expert may stay or move to one of its 4 cheapest GPUs by traffic cost.
+
+A layer's new placement is kept only when it beats the one it would replace, and the result is compared
+with the greedy baseline, so it is never worse than greedy.
+
+Small instances (at most 4000 variables, ``method="auto"``) are also solved as one joint ILP over all
+layers, with the layered result as its MIP start and the traffic linearised exactly: per pair (i, j) with
+tokens, ``s >= x[i,a] - x[j,a]`` for every GPU a marks "different GPU" and the same over each node's sum
+marks "different node". Solved to optimality, it gives gap 0.
+
+The MILPs go to HiGHS through ``highspy`` (a perfmodel dependency), built from sparse arrays, which also
+takes a MIP start: PuLP's per-variable transfer costs about 0.7 s per 16k-variable layer (40 s of the
+minute at this size) and its HiGHS interface takes no start. Without highspy (or with ``solver="pulp"``)
+the same MILPs are solved through PuLP (:mod:`perfmodel.solvers.milp`: HiGHS, then CBC).
 
 Lower bound and gap
 -------------------
 ``gap = (objective - lower_bound) / objective``. The bound is combinatorial and valid for the whole
 problem, not per-layer conditional: per layer, the busiest GPU carries at least
-``max(total/G, largest expert, t_{mG-G+1} + ... + t_{mG-G+2-m} for m = 2..capacity)`` (pigeonhole: some
-GPU holds m of the (m-1)G+1 heaviest experts); per transition, expert j of layer l+1 can share its GPU
+``max(total/G, largest expert, the m lightest of the (m-1)G+1 heaviest experts for m = 2..capacity)``
+(pigeonhole: some GPU holds m of them); per transition, expert j of layer l+1 can share its GPU
 with at most ``capacity`` experts of layer l and its node with at most ``capacity x gpus_per_node``, so
 at least its incoming tokens minus the largest ``capacity`` of them travel, and at least its incoming
 minus the largest ``capacity x gpus_per_node`` cross nodes (likewise counted from the sending side; the
@@ -86,6 +97,7 @@ import numpy as np
 
 from ..errors import InputError
 
+MIP_REL_GAP = 1e-6  # relative gap at which a MILP counts as solved
 JOINT_MAX_VARS = 4000  # joint ILP over all layers when it has at most this many variables (method="auto")
 
 
@@ -441,6 +453,79 @@ def _cost_greedy_layer(inst: _Instance, l: int, cost: np.ndarray) -> np.ndarray:
     return col
 
 
+def _local_search(inst: _Instance, l: int, col: np.ndarray, cost: np.ndarray, deadline: float,
+                  max_rounds: int = 2000) -> np.ndarray:
+    """Improving swaps of two experts (and moves into free slots) for layer l with its traffic costs fixed.
+
+    Each round scores every swap and move against the current loads, then applies the best swap of each
+    expert in order of gain, skipping GPUs already touched that round and re-checking each exactly.
+    """
+    E, G, t = inst.E, inst.G, inst.t[l]
+    wl, wt = inst.wl, inst.wt
+    col = col.copy()
+    load = np.bincount(col, weights=t, minlength=G)
+    count = np.bincount(col, minlength=G)
+    ar = np.arange(E)
+    eps = 1e-9 * max(float(t.sum()) * wl + float(np.abs(cost).sum()) * wt, 1.0)
+    for _ in range(max_rounds):
+        if time.perf_counter() > deadline:
+            break
+        peak = load.max()
+        top = np.argsort(-load, kind="stable")[:3]
+        mx = np.full((G, G), load[top[0]])  # the largest load outside GPUs a and b
+        if G > 1:
+            mx[top[0], :] = load[top[1]]
+            mx[:, top[0]] = load[top[1]]
+            mx[top[0], top[1]] = mx[top[1], top[0]] = load[top[2]] if G > 2 else 0.0
+        here = cost[ar, col]
+        cc = cost[:, col]  # cc[f, h]: cost of f on h's GPU
+        g1, g2 = col[:, None], col[None, :]
+        n1 = load[g1] + (t[None, :] - t[:, None])
+        n2 = load[g2] - (t[None, :] - t[:, None])
+        delta = wl * (np.maximum(np.maximum(n1, n2), mx[g1, g2]) - peak)
+        delta += wt * (cc + cc.T - here[:, None] - here[None, :])
+        delta[g1 == g2] = np.inf
+        best_h = delta.argmin(axis=1)
+        gain = delta[ar, best_h]
+        rows = np.nonzero(gain < -eps)[0]
+        applied = 0
+        if len(rows):
+            touched = np.zeros(G, dtype=bool)
+            for f in rows[np.argsort(gain[rows], kind="stable")]:
+                h = best_h[f]
+                a, b = col[f], col[h]
+                if touched[a] or touched[b]:
+                    continue
+                la, lb = load[a], load[b]
+                load[a], load[b] = la - t[f] + t[h], lb - t[h] + t[f]
+                new_peak = load.max()
+                d = wl * (new_peak - peak) + wt * (cost[f, b] + cost[h, a] - cost[f, a] - cost[h, b])
+                if d < -eps:
+                    col[f], col[h] = b, a
+                    touched[a] = touched[b] = True
+                    peak = new_peak
+                    applied += 1
+                else:
+                    load[a], load[b] = la, lb
+        if not applied and count.min() < inst.cap:  # a move into a free slot
+            m_new = np.maximum(np.maximum(load[None, :] + t[:, None], (load[col] - t)[:, None]), mx[col, :])
+            dm = wl * (m_new - peak) + wt * (cost - here[:, None])
+            dm[:, count >= inst.cap] = np.inf
+            dm[ar, col] = np.inf
+            k = int(np.argmin(dm))
+            if dm.flat[k] < -eps:
+                f, g = divmod(k, G)
+                load[col[f]] -= t[f]
+                count[col[f]] -= 1
+                load[g] += t[f]
+                count[g] += 1
+                col[f] = g
+                applied = 1
+        if not applied:
+            break
+    return col
+
+
 # -- MILP backends ----------------------------------------------------------------------------------------
 
 @dataclass
@@ -490,6 +575,7 @@ def _solve_highspy(hs, m: _Milp, start: np.ndarray | None, time_limit: float):
     h.setOptionValue("time_limit", float(max(time_limit, 0.01)))
     h.setOptionValue("threads", 1)
     h.setOptionValue("random_seed", 0)
+    h.setOptionValue("mip_rel_gap", MIP_REL_GAP)
     h.passModel(lp)
     if start is not None:
         sol = hs.HighsSolution()
@@ -504,35 +590,25 @@ def _solve_highspy(hs, m: _Milp, start: np.ndarray | None, time_limit: float):
     return np.asarray(h.getSolution().col_value, dtype=float), status, bound
 
 
-def _pulp_solver(time_limit: float):
-    import pulp
-
-    for factory in (lambda: pulp.HiGHS(msg=False, timeLimit=time_limit),
-                    lambda: pulp.HiGHS_CMD(msg=False, timeLimit=time_limit),
-                    lambda: pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit)):
-        try:
-            s = factory()
-            if s.available():
-                return s
-        except Exception:  # a solver interface pulp ships but this machine cannot run
-            continue
-    return None
-
-
 def _solve_pulp(m: _Milp, time_limit: float):
     import pulp
 
-    solver = _pulp_solver(max(time_limit, 0.01))
-    if solver is None:
+    from . import milp
+
+    try:
+        solver = milp.solver(max(time_limit, 0.01))
+    except InputError:
         return None, "no MILP solver", -np.inf
+    if isinstance(solver, pulp.HiGHS):
+        solver.gapRel = MIP_REL_GAP
+    else:
+        solver.optionsDict["gapRel"] = MIP_REL_GAP
     prob = pulp.LpProblem("experts", pulp.LpMinimize)
     xs = []
     for i in range(len(m.c)):
         lo = None if not np.isfinite(m.col_lo[i]) else float(m.col_lo[i])
         hi = None if not np.isfinite(m.col_hi[i]) else float(m.col_hi[i])
-        cat = "Integer" if m.integer[i] else "Continuous"
-        xs.append(prob.add_variable(f"x{i}", lo, hi, cat=cat) if hasattr(prob, "add_variable")
-                  else pulp.LpVariable(f"x{i}", lo, hi, cat=cat))
+        xs.append(milp.var(prob, f"x{i}", lo, hi, "Integer" if m.integer[i] else "Continuous"))
     prob += pulp.LpAffineExpression([(xs[i], float(v)) for i, v in enumerate(m.c) if v])
     order = np.argsort(m.rows, kind="stable")
     bounds = np.searchsorted(m.rows[order], np.arange(len(m.row_lo) + 1))
@@ -548,11 +624,14 @@ def _solve_pulp(m: _Milp, time_limit: float):
             if np.isfinite(lo):
                 prob += expr >= float(lo)
     prob.solve(solver)
-    status = pulp.LpStatus[prob.status]
     vals = [v.value() for v in xs]
-    if any(v is None for v in vals):
-        return None, status, -np.inf
-    return np.asarray(vals, dtype=float), status, -np.inf
+    feasible = (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
+    if any(v is None for v in vals) or prob.sol_status not in feasible:
+        return None, pulp.LpStatus[prob.status], -np.inf
+    x = np.asarray(vals, dtype=float)
+    if prob.sol_status == pulp.LpSolutionOptimal:  # proven (within the solver's gap tolerance)
+        return x, "Optimal", float(m.c @ x)
+    return x, "Time limit reached", -np.inf
 
 
 class _Backend:
@@ -900,8 +979,8 @@ def place_experts(model, routing: Routing, gpus: int, gpus_per_node: int | None 
         layered, _ = _layered(inst, backend, gr, deadline - 0.5 * (deadline - time.perf_counter()))
         if inst.objective(layered) < inst.objective(best):
             best = layered
-        milp, nx, pairs = _joint_milp(inst)
-        x, st, dual = backend.solve(milp, _joint_start(inst, best, len(milp.c), pairs),
+        joint, _, pairs = _joint_milp(inst)
+        x, st, dual = backend.solve(joint, _joint_start(inst, best, len(joint.c), pairs),
                                     max(deadline - time.perf_counter(), 0.05))
         if x is not None:
             cols = [_decode(x[l * E * gpus:(l + 1) * E * gpus], E, gpus, capacity) for l in range(L)]
@@ -911,7 +990,7 @@ def place_experts(model, routing: Routing, gpus: int, gpus_per_node: int | None 
                     best = a
         if np.isfinite(dual):
             lb = max(lb, dual)
-        status_parts.append(st.lower())
+        status_parts.append(f"joint ILP: {st.lower()}")
     else:
         used = "layered"
         best, st = _layered(inst, backend, gr, deadline)
@@ -923,6 +1002,7 @@ def place_experts(model, routing: Routing, gpus: int, gpus_per_node: int | None 
     load, traffic = inst.terms(best)
     lb = min(lb, obj)
     gap = (obj - lb) / obj if obj > 0 else 0.0
+    gap = 0.0 if gap < 1e-9 else gap
     status = "optimal" if gap <= 1e-6 else ", ".join(status_parts)
     before = _layer_times(db, ref, model, inst, rr, precision)
     after = _layer_times(db, ref, model, inst, best, precision)
@@ -938,59 +1018,64 @@ def place_experts(model, routing: Routing, gpus: int, gpus_per_node: int | None 
                      cross_node, cross_gpu, notes)
 
 
-def _improve_layer(inst: _Instance, backend: _Backend, a: np.ndarray, l: int, cost: np.ndarray,
-                   candidates: list[np.ndarray], budget: float) -> tuple[np.ndarray, str]:
-    """Best of the candidates for layer l as MIP start, then the layer ILP; returns the best column."""
-    scores = [inst.sub_objective(l, c, cost) for c in candidates]
-    col = candidates[int(np.argmin(scores))]
-    cur = min(scores)
+RESTRICT_K = 4  # large layers: each expert may move to its RESTRICT_K cheapest GPUs (by traffic) or stay
+FULL_LAYER_VARS = 4096  # layers with at most E x G of this many variables get the unrestricted ILP
+
+
+def _ilp_layer(inst: _Instance, backend: _Backend, l: int, col: np.ndarray, cost: np.ndarray,
+               budget: float) -> tuple[np.ndarray, str]:
+    """The layer ILP with ``col`` as MIP start; the result replaces ``col`` only when it is better."""
     milp = _layer_milp(inst, l, cost)
+    if inst.E * inst.G > FULL_LAYER_VARS:  # a large neighbourhood around col: fix the other x[f,g] to 0
+        near = np.argsort(cost + 1e-12 * np.arange(inst.G), axis=1, kind="stable")[:, :RESTRICT_K]
+        allow = np.zeros((inst.E, inst.G), dtype=bool)
+        allow[np.arange(inst.E)[:, None], near] = True
+        allow[np.arange(inst.E), col] = True
+        milp.col_hi[:-1] = np.where(allow.ravel(), 1.0, 0.0)
     x, st, _ = backend.solve(milp, _layer_start(inst, l, col), budget)
     if x is not None:
         new = _decode(x, inst.E, inst.G, inst.cap)
-        if new is not None and inst.sub_objective(l, new, cost) < cur - 1e-9:
-            col = new
+        if new is not None and inst.sub_objective(l, new, cost) < inst.sub_objective(l, col, cost) - 1e-9:
+            return new, st
     return col, st
 
 
-def _layered(inst: _Instance, backend: _Backend, start: np.ndarray, deadline: float) -> tuple[np.ndarray, str]:
-    """Forward pass (each layer given the previous one), then sweeps with both neighbours fixed."""
+def _layered(inst: _Instance, backend: _Backend, start: np.ndarray, deadline: float,
+             use_ilp: bool = True) -> tuple[np.ndarray, str]:
+    """Forward pass (each layer given the previous one: greedy variants and local search), local-search
+    sweeps with both neighbours fixed until they stop improving, then ILP sweeps while time remains."""
     L = inst.L
     a = start.copy()
-    statuses: list[str] = []
-    forward_end = time.perf_counter() + 0.6 * max(deadline - time.perf_counter(), 0.0)
     for l in range(L):
-        now = time.perf_counter()
-        if now >= deadline:
-            statuses.append("Time limit reached")
-            break
-        budget = max((forward_end - now) / (L - l), 0.02)
         cost = inst.layer_cost(l, a, left=True, right=False)
-        cands = [start[l], _greedy_layer(inst, l, a[l - 1] if l else None), _cost_greedy_layer(inst, l, cost)]
-        if l:
-            cands.append(a[l])
-        a[l], st = _improve_layer(inst, backend, a, l, cost, cands, budget)
-        statuses.append(st)
-    # forward placement of layer l ignored layer l+1; fix it up while time remains
-    sweep = 0
-    while inst.T is not None and L > 1 and time.perf_counter() < deadline - 0.05:
+        cands = [a[l], _greedy_layer(inst, l, a[l - 1] if l else None), _cost_greedy_layer(inst, l, cost)]
+        cands = [_local_search(inst, l, c, cost, deadline) for c in cands]
+        a[l] = min(cands, key=lambda c: inst.sub_objective(l, c, cost))
+    ls_sweeps = ilp_sweeps = 0
+    while L > 1 and inst.T is not None and time.perf_counter() < deadline and ls_sweeps < 50:
         before = inst.objective(a)
-        order = range(L) if sweep % 2 == 0 else range(L - 1, -1, -1)
+        for l in (range(L) if ls_sweeps % 2 else range(L - 1, -1, -1)):
+            a[l] = _local_search(inst, l, a[l], inst.layer_cost(l, a), deadline)
+        ls_sweeps += 1
+        if inst.objective(a) >= before - 1e-9 * max(before, 1.0):
+            break
+    statuses: list[str] = []
+    while use_ilp and time.perf_counter() < deadline - 0.05:
+        before = inst.objective(a)
+        order = list(range(L)) if ilp_sweeps % 2 == 0 else list(range(L - 1, -1, -1))
         for i, l in enumerate(order):
             now = time.perf_counter()
-            if now >= deadline:
+            if now >= deadline - 0.02:
                 break
-            budget = max((deadline - now) / (L - i), 0.02)
             cost = inst.layer_cost(l, a)
-            a[l], st = _improve_layer(inst, backend, a, l, cost, [a[l], _cost_greedy_layer(inst, l, cost)], budget)
+            a[l], st = _ilp_layer(inst, backend, l, a[l], cost, max((deadline - now) / (L - i), 0.02))
+            a[l] = _local_search(inst, l, a[l], cost, deadline)
             statuses.append(st)
-        sweep += 1
+        ilp_sweeps += 1
         if inst.objective(a) >= before - 1e-9 * max(before, 1.0):
             break
     optimal = sum(s == "Optimal" for s in statuses)
-    summary = f"layered: {optimal}/{len(statuses)} layer ILPs optimal"
-    if any(s == "Time limit reached" for s in statuses):
-        summary += ", time limit"
-    if sweep:
-        summary += f", {sweep} refinement sweep{'s' if sweep > 1 else ''}"
+    summary = f"layered: {ls_sweeps} local-search sweeps, {ilp_sweeps} ILP sweeps ({optimal}/{len(statuses)} " \
+              f"layer ILPs optimal"
+    summary += ", time limit)" if any(s == "Time limit reached" for s in statuses) else ")"
     return a, summary
