@@ -56,6 +56,8 @@ def _framework_exception(e: Exception) -> bool:
     return type(e).__module__.split(".")[0] in ("click", "typer")
 
 
+ModelOpt = Annotated[str, typer.Option("--model", help="Catalog id or path to a Hugging Face config.json.")]
+SystemOpt = Annotated[str, typer.Option("--system", help="System id or 'N x DEVICE' (e.g. 8 x h100-sxm).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
 SpecsOpt = Annotated[
     Optional[list[str]],

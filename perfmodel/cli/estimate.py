@@ -13,7 +13,7 @@ from ..inference import InferenceResult, estimate_inference
 from ..roofline import device_rates
 from ..training import TrainingResult, estimate_training
 from ..units import parse_count, parse_size_range
-from .common import JsonOpt, SpecsOpt, console, database, fmt_num, print_assumptions, print_json
+from .common import JsonOpt, ModelOpt, SpecsOpt, SystemOpt, console, database, fmt_num, print_assumptions, print_json
 
 app = typer.Typer(help="Predict serving, training or collective performance.", no_args_is_help=True)
 
@@ -23,8 +23,8 @@ PlotOpt = Annotated[Optional[str], typer.Option("--plot", help="Write a figure (
 
 @app.command("infer")
 def infer(
-    model: Annotated[str, typer.Option("--model", help="Catalog id or path to a Hugging Face config.json.")],
-    system: Annotated[str, typer.Option("--system", help="System id or 'N x DEVICE' (e.g. 8 x h100-sxm).")],
+    model: ModelOpt,
+    system: SystemOpt,
     isl: Annotated[float, typer.Option("--isl", help="Input tokens per request (mean).")],
     osl: Annotated[float, typer.Option("--osl", help="Output tokens per request (mean).")],
     tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel degree per instance.")] = 1,
@@ -136,8 +136,8 @@ def _print_infer(r: InferenceResult, show_breakdown: bool) -> None:
 
 @app.command("train")
 def train(
-    model: Annotated[str, typer.Option("--model", help="Catalog id or path to a Hugging Face config.json.")],
-    system: Annotated[str, typer.Option("--system", help="System id or 'N x DEVICE'.")],
+    model: ModelOpt,
+    system: SystemOpt,
     gpus: Annotated[int, typer.Option("--gpus", help="Total GPUs (= tp x pp x dp x cp).")],
     seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sample.")],
     global_batch: Annotated[int, typer.Option("--global-batch", help="Samples per optimizer step.")],
@@ -214,7 +214,7 @@ def comm(
     collective: Annotated[str, typer.Option("--collective", help="all_reduce, all_gather, reduce_scatter, all_to_all, broadcast, send_recv.")],
     nbytes: Annotated[str, typer.Option("--bytes", help="Buffer size (nccl-tests convention), or a range 1KiB..8GiB.")],
     gpus: Annotated[int, typer.Option("--gpus", help="Ranks in the collective.")],
-    system: Annotated[str, typer.Option("--system", help="System id or 'N x DEVICE'.")],
+    system: SystemOpt,
     algorithm: Annotated[Optional[str], typer.Option("--algorithm", help="ring, tree or nvls (default: fastest).")] = None,
     plot: PlotOpt = None,
     json_out: JsonOpt = False,

@@ -9,7 +9,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..errors import InputError
-from .common import JsonOpt, SpecsOpt, console, database, print_json
+from .common import JsonOpt, ModelOpt, SpecsOpt, SystemOpt, console, database, print_json
 
 app = typer.Typer(help="Search parallel layouts for training and serving.", no_args_is_help=True)
 
@@ -38,7 +38,7 @@ def _spinner(label: str, quiet: bool):
 
 @app.command("train")
 def train(
-    model: Annotated[str, typer.Option("--model", help="Catalog id or path to a Hugging Face config.json.")],
+    model: ModelOpt,
     system: Annotated[str, typer.Option("--system", help="System id or 'N x DEVICE'; a heterogeneous cluster as "
                                                       "'SYSTEM:GPUS,SYSTEM:GPUS'.")],
     seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sample.")],
@@ -130,8 +130,8 @@ def _train_hetero(model, system, seq_len, global_batch, precision, top, json_out
 
 @app.command("serve")
 def serve(
-    model: Annotated[str, typer.Option("--model", help="Catalog id or path to a Hugging Face config.json.")],
-    system: Annotated[str, typer.Option("--system", help="System id or 'N x DEVICE'.")],
+    model: ModelOpt,
+    system: SystemOpt,
     isl: Annotated[float, typer.Option("--isl", help="Mean input tokens.")],
     osl: Annotated[float, typer.Option("--osl", help="Mean output tokens.")],
     slo_ttft_ms: Annotated[float, typer.Option("--slo-ttft-ms", help="p99 TTFT SLO.")],
@@ -184,7 +184,7 @@ def _pairs(items: list[str] | None, flag: str, cast) -> dict:
 
 @app.command("gpu-mix")
 def gpu_mix(
-    model: Annotated[str, typer.Option("--model", help="Catalog id or path to a Hugging Face config.json.")],
+    model: ModelOpt,
     devices: Annotated[str, typer.Option("--devices", help="Candidate accelerator ids, comma-separated.")],
     rate: Annotated[float, typer.Option("--rate", help="Overall request rate (requests/s).")],
     slo_tpot_ms: Annotated[float, typer.Option("--slo-tpot-ms", help="TPOT SLO.")],
