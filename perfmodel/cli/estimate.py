@@ -154,6 +154,11 @@ def train(
     recompute: Annotated[str, typer.Option("--recompute", help="none, selective or full.")] = "none",
     zero: Annotated[int, typer.Option("--zero", help="0-3 (1 = distributed optimizer).")] = 1,
     tokens: Annotated[Optional[str], typer.Option("--tokens", help="Training tokens, e.g. 15T: time, GPU-hours, cost.")] = None,
+    offload: Annotated[Optional[str], typer.Option("--offload", help="optimizer, params, activations (comma-separated): offload what.")] = None,
+    offload_scheme: Annotated[Optional[str], typer.Option("--offload-scheme", help="zero-offload, zero-infinity or fuyou.")] = None,
+    host_memory: Annotated[Optional[str], typer.Option("--host-memory", help="Host DRAM tier TIER[:SIZE].")] = None,
+    cxl: Annotated[Optional[str], typer.Option("--cxl", help="CXL cards TIER[:SIZE][,...].")] = None,
+    nvme: Annotated[Optional[str], typer.Option("--nvme", help="NVMe drives TIER[:SIZE][,...].")] = None,
     show_breakdown: Annotated[bool, typer.Option("--breakdown", help="Step-time and memory tables.")] = False,
     json_out: JsonOpt = False,
     specs: SpecsOpt = None,
@@ -163,6 +168,12 @@ def train(
     Example: perfmodel estimate train --model llama-3.1-70b --system dgx-h100 --gpus 64 --tp 4 --pp 4 --seq-len 8192 --global-batch 128 --precision fp8
     """
     db = database(specs)
+    if offload or offload_scheme:
+        _train_offload(model, system, gpus, seq_len, global_batch, micro_batch, precision, recompute, tp, pp, offload,
+                       offload_scheme, host_memory, cxl, nvme, json_out, db)
+        return
+    if host_memory or cxl or nvme:
+        raise InputError("--host-memory/--cxl/--nvme: describe tiers for an --offload or --offload-scheme run")
     res = estimate_training(model, system, gpus, seq_len=seq_len, global_batch=global_batch, tp=tp, pp=pp, dp=dp,
                             cp=cp, ep=ep, vp=vp, micro_batch=micro_batch, sequence_parallel=sequence_parallel,
                             precision=precision, recompute=recompute, zero=zero,
@@ -171,6 +182,60 @@ def train(
         print_json(res.model_dump(mode="json"))
         return
     _print_train(res, show_breakdown)
+
+
+def offload_scheme_for(offload: str | None, scheme: str | None, gpus: int) -> str:
+    """--offload what -> the scheme that offloads it (an explicit --offload-scheme wins)."""
+    if scheme:
+        return scheme
+    what = {w.strip() for w in (offload or "").split(",") if w.strip()}
+    unknown = what - {"optimizer", "params", "activations"}
+    if unknown:
+        raise InputError(f"--offload: expected optimizer, params or activations (got {', '.join(sorted(unknown))})")
+    if "activations" in what:
+        return "fuyou"
+    if "params" in what:
+        return "zero-infinity"
+    return "zero-offload"
+
+
+def _train_offload(model, system, gpus, seq_len, global_batch, micro_batch, precision, recompute, tp, pp, offload,
+                   scheme, host_memory, cxl, nvme, json_out, db) -> None:
+    from ..offload_train import estimate_offload_training
+
+    name = offload_scheme_for(offload, scheme, gpus)
+    r = estimate_offload_training(model, system, gpus, scheme=name, seq_len=seq_len, global_batch=global_batch,
+                                  micro_batch=micro_batch, precision=precision, recompute=recompute,
+                                  host_memory=host_memory, cxl=cxl, nvme=nvme, tp=tp, pp=pp, db=db)
+    if json_out:
+        print_json(r.model_dump(mode="json"))
+    else:
+        console.print(f"[bold]{r.model}[/bold] on {r.gpus} x {r.device} ({r.system}), {r.scheme}: step "
+                      f"{r.step_time_s:,.2f} s, {r.tokens_per_s:,.0f} tokens/s, {r.model_tflops_per_gpu:,.1f} model "
+                      f"TFLOP/s per GPU; bottleneck: {r.bottleneck}")
+        t = Table(title="where the time goes (per step)", title_justify="left")
+        for col in ("resource", "busy s", "exposed s"):
+            t.add_column(col, justify="left" if col == "resource" else "right")
+        for k, v in r.busy_s.items():
+            t.add_row(k, f"{v:,.2f}", f"{r.exposed_s.get(k, 0.0):,.2f}")
+        console.print(t)
+        lt = Table(title="traffic per step", title_justify="left")
+        for col in ("link", "read GB", "write GB", "time s"):
+            lt.add_column(col, justify="left" if col == "link" else "right")
+        for k, v in r.traffic.items():
+            lt.add_row(k, f"{v.read_bytes / 1e9:,.1f}", f"{v.write_bytes / 1e9:,.1f}", f"{v.time_s:,.2f}")
+        console.print(lt)
+        mt = Table(title="memory per tier", title_justify="left")
+        for col in ("tier", "needed GiB", "capacity GiB", "fits"):
+            mt.add_column(col, justify="left" if col == "tier" else "right")
+        for k, u in r.memory.items():
+            mt.add_row(k, f"{u.peak_bytes / 2**30:,.1f}", f"{u.capacity_bytes / 2**30:,.1f}",
+                       "yes" if u.fits else f"no, short by {u.short_by_bytes / 2**30:,.1f}")
+        console.print(mt)
+        print_assumptions(r.assumptions)
+    short = r.shortfall_message()
+    if short:
+        raise InputError(f"does not fit: {short}")
 
 
 def _print_train(r: TrainingResult, show_breakdown: bool) -> None:
