@@ -45,6 +45,13 @@ def infer(
     decode_gpus: Annotated[Optional[int], typer.Option("--decode-gpus", help="Disaggregated: decode GPUs.")] = None,
     engine: Annotated[Optional[str], typer.Option("--engine", help="default, trtllm, vllm or sglang.")] = None,
     chunk_tokens: Annotated[Optional[int], typer.Option("--chunk-tokens", help="Prefill tokens per step (chunked prefill).")] = None,
+    offload: Annotated[Optional[str], typer.Option("--offload", help="weights, kv, experts (comma-separated): stream from tiers.")] = None,
+    offload_tier: Annotated[Optional[str], typer.Option("--offload-tier", help="Pin offloaded data to host, cxl or nvme.")] = None,
+    host_memory: Annotated[Optional[str], typer.Option("--host-memory", help="Host DRAM tier TIER[:SIZE].")] = None,
+    cxl: Annotated[Optional[str], typer.Option("--cxl", help="CXL cards TIER[:SIZE][,...].")] = None,
+    nvme: Annotated[Optional[str], typer.Option("--nvme", help="NVMe drives TIER[:SIZE][,...].")] = None,
+    pim: Annotated[Optional[str], typer.Option("--pim", help="Decode attention in memory: hbm-pim, aim-gddr6 or logic-pim.")] = None,
+    eager: Annotated[bool, typer.Option("--eager", help="Offload: add per-kernel CPU launch cost (no CUDA graphs).")] = False,
     show_breakdown: Annotated[bool, typer.Option("--breakdown", help="Per-operator table.")] = False,
     plot: PlotOpt = None,
     json_out: JsonOpt = False,
@@ -57,6 +64,15 @@ def infer(
     if batch is not None and concurrency is not None and batch != concurrency:
         raise InputError("--batch and --concurrency: give one of them")
     db = database(specs)
+    if pim:
+        _infer_pim(model, system, isl, osl, pim, batch or concurrency or 1, precision, kv_precision, offload, json_out, db)
+        return
+    if offload:
+        _infer_offload(model, system, isl, osl, offload, offload_tier, batch or concurrency or 1, precision,
+                       kv_precision, host_memory, cxl, nvme, tp, eager, json_out, db)
+        return
+    if host_memory or cxl or nvme or offload_tier or eager:
+        raise InputError("--host-memory/--cxl/--nvme/--offload-tier/--eager: describe an --offload run")
     res = estimate_inference(
         model, system, isl, osl, gpus=gpus, tp=tp, pp=pp, ep=ep, dp=dp, attention_dp=attention_dp,
         precision=precision, kv_precision=kv_precision, batch=batch or concurrency, scenario=scenario, rate=rate,
@@ -72,6 +88,63 @@ def infer(
     _print_infer(res, show_breakdown)
     if plot:
         console.print(f"roofline plot written to {plot}")
+
+
+def _infer_offload(model, system, isl, osl, offload, tier, batch, precision, kv_precision, host_memory, cxl, nvme, tp,
+                   eager, json_out, db) -> None:
+    from ..offload_infer import estimate_offload_inference
+
+    what = {w.strip() for w in offload.split(",") if w.strip()}
+    r = estimate_offload_inference(model, system, isl, osl, offload=what, batch=batch, precision=precision,
+                                   kv_precision=kv_precision, host_memory=host_memory, cxl=cxl, nvme=nvme, tp=tp,
+                                   tier=tier, eager=eager, db=db)
+    if json_out:
+        print_json(r.model_dump(mode="json"))
+        return
+    console.print(f"[bold]{r.model}[/bold] on {r.device} ({r.system}), batch {r.batch}, offload {', '.join(r.offload)}: "
+                  f"TTFT {r.ttft_ms:,.1f} ms, TPOT {r.tpot_ms:,.1f} ms, {r.output_tokens_per_s:,.0f} output tok/s; "
+                  f"bottleneck: {r.bottleneck}")
+    t = Table(title="where the data sits (GiB per GPU)", title_justify="left")
+    t.add_column("item")
+    t.add_column("placement")
+    for item, where in r.placement.items():
+        t.add_row(item, ", ".join(f"{k} {v / 2**30:,.1f}" for k, v in where.items()))
+    console.print(t)
+    pt = Table(title="per phase", title_justify="left")
+    for col in ("phase", "GPU ms", "transfer ms", "CPU launch ms", "step ms", "bound"):
+        pt.add_column(col, justify="left" if col in ("phase", "bound") else "right")
+    for name, ph in (("prefill", r.prefill), ("decode", r.decode)):
+        pt.add_row(name, f"{ph.gpu_ms:,.2f}", f"{ph.transfer.time_ms:,.2f}", f"{ph.cpu_launch_ms:,.2f}",
+                   f"{ph.step_ms:,.2f}", ph.bound)
+    console.print(pt)
+    if r.kv_overflow_context:
+        console.print(f"the KV cache overflows HBM beyond {r.kv_overflow_context:,.0f} tokens per sequence")
+    print_assumptions(r.assumptions)
+
+
+def _infer_pim(model, system, isl, osl, pim, batch, precision, kv_precision, offload, json_out, db) -> None:
+    from ..pim import estimate_pim_attention
+
+    r = estimate_pim_attention(model, system, pim.split(":")[0].strip(), isl, osl, batch, precision, kv_precision,
+                               db=db, experts="experts" in (offload or ""))
+    if json_out:
+        print_json(r.model_dump(mode="json"))
+        return
+    console.print(f"[bold]{r.model}[/bold] on {r.device} with {r.pim.name if hasattr(r.pim, 'name') else pim}, batch "
+                  f"{r.batch}, context {r.context:,.0f}: attention {r.attention_flop_per_byte:.1f} FLOP/B "
+                  f"(GQA group {r.gqa_group:g}), PIM {r.pim_attention_bound}-bound")
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_column()
+    t.add_row("GPU alone", f"{r.gpu_step_ms:,.2f}", f"ms per decode step (GEMMs {r.gpu_gemm_ms:,.2f} + attention "
+              f"{r.gpu_attention_ms:,.2f})")
+    t.add_row("PIM attention", f"{r.pim_attention_ms:,.2f}", "ms")
+    t.add_row("blocked / interleaved", f"{r.blocked_step_ms:,.2f} / {r.interleaved_step_ms:,.2f}",
+              f"ms ({r.schedule} chosen)")
+    t.add_row("speedup", f"{r.speedup:,.2f}x", f"{r.tokens_per_s_gpu:,.0f} -> {r.tokens_per_s_pim:,.0f} tok/s")
+    console.print(t)
+    print_assumptions(r.assumptions)
 
 
 def _print_infer(r: InferenceResult, show_breakdown: bool) -> None:
