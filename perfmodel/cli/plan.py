@@ -308,3 +308,64 @@ def experts(
                   f"{p.layer_time_after_s * 1e3:.3f} ms placed")
     for note in p.notes:
         console.print(f"[dim]note: {note}[/dim]")
+
+
+@app.command("tiers")
+def tiers(
+    model: ModelOpt,
+    system: SystemOpt,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", help="GPUs of the job (sets how a node's tiers are shared).")] = None,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Training: tokens per sample.")] = None,
+    global_batch: Annotated[Optional[int], typer.Option("--global-batch", help="Training: samples per step.")] = None,
+    micro_batch: Annotated[int, typer.Option("--micro-batch", help="Training: samples per micro-batch.")] = 1,
+    recompute: Annotated[str, typer.Option("--recompute", help="Training: none, selective or full.")] = "full",
+    zero: Annotated[int, typer.Option("--zero", help="Training: ZeRO stage.")] = 1,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="Training: where Adam runs, cpu or gpu.")] = "cpu",
+    isl: Annotated[Optional[float], typer.Option("--isl", help="Serving: input tokens.")] = None,
+    osl: Annotated[Optional[float], typer.Option("--osl", help="Serving: output tokens.")] = None,
+    batch: Annotated[int, typer.Option("--batch", help="Serving: concurrent sequences.")] = 1,
+    tp: Annotated[int, typer.Option("--tp", help="Tensor parallel.")] = 1,
+    pp: Annotated[int, typer.Option("--pp", help="Pipeline parallel.")] = 1,
+    precision: Annotated[str, typer.Option("--precision", help="Precision.")] = "bf16",
+    offload: Annotated[Optional[str], typer.Option("--offload", help="Groups kept off the GPU, comma-separated.")] = None,
+    host_memory: Annotated[Optional[str], typer.Option("--host-memory", help="Host DRAM tier TIER[:SIZE].")] = None,
+    cxl: Annotated[Optional[str], typer.Option("--cxl", help="CXL cards TIER[:SIZE][,...].")] = None,
+    nvme: Annotated[Optional[str], typer.Option("--nvme", help="NVMe drives TIER[:SIZE][,...].")] = None,
+    pim: Annotated[Optional[str], typer.Option("--pim", help="PIM tier TIER[:SIZE].")] = None,
+    integral: Annotated[bool, typer.Option("--integral", help="Whole groups per tier (ILP) instead of splits (LP).")] = False,
+    serial: Annotated[bool, typer.Option("--serial", help="No overlap: a phase takes the sum of its loads.")] = False,
+    json_out: JsonOpt = False,
+    specs: SpecsOpt = None,
+) -> None:
+    """Place tensor groups in HBM, host DRAM, CXL, NVMe (and PIM) to minimise step time (LP/ILP).
+
+    Example: perfmodel plan tiers --model llama-2-13b --system "1 x h100-sxm" --seq-len 32768 --global-batch 1 --offload gradients,optimizer_state,activations --host-memory host-ddr5:128GB --cxl cxl-aic-x16:256GB
+    """
+    from ..memtiers import describe_machine
+    from ..solvers.tiers import plan_machine_tiers, serving_groups, training_groups, tiers_report
+
+    db = database(specs)
+    training = seq_len is not None or global_batch is not None
+    serving = isl is not None or osl is not None
+    if training == serving:
+        raise InputError("plan tiers: give training flags (--seq-len, --global-batch) or serving flags (--isl, --osl)")
+    ref = db.resolve_system(system, gpus)
+    machine = describe_machine(db, ref, host_memory=host_memory, cxl=cxl, nvme=nvme, pim=pim)
+    groups = tuple(g.strip() for g in offload.split(",")) if offload else ()
+    if training:
+        if seq_len is None or global_batch is None:
+            raise InputError("--seq-len and --global-batch: both are needed for a training placement")
+        wl = training_groups(model, ref, seq_len=seq_len, global_batch=global_batch, micro_batch=micro_batch,
+                             precision=precision, recompute=recompute, tp=tp, pp=pp, zero=zero, optimizer=optimizer,
+                             offload=groups, db=db)
+    else:
+        if isl is None or osl is None:
+            raise InputError("--isl and --osl: both are needed for a serving placement")
+        wl = serving_groups(model, ref, isl=isl, osl=osl, batch=batch, precision=precision, tp=tp, pp=pp, db=db)
+    with _spinner("solving the tier placement", json_out):
+        plan = plan_machine_tiers(machine, wl, integral=integral, serial=serial)
+    if json_out:
+        print_json(plan.to_dict())
+        return
+    for line in tiers_report(plan):
+        console.print(line)
