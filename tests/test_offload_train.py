@@ -209,3 +209,17 @@ def test_cli_offload_flags_and_shortfall():
     assert bad.exit_code == 2 and "host short by" in bad.stderr
     res = runner.invoke(app, [*base[:-4], "--offload", "weights"])
     assert res.exit_code == 2 and "--offload" in res.stderr
+
+
+def test_plan_train_with_offload_ranks_fitting_layouts(db):
+    from perfmodel.solvers.plan_train import plan_training_offload
+
+    plans = plan_training_offload("llama-2-13b", "1 x rtx-4090", 1, 1024, 16, "fuyou",
+                                  host_memory="host-ddr5:128GiB", nvme="nvme-gen4,nvme-gen4,nvme-gen4,nvme-gen4",
+                                  top=3, db=db)
+    assert plans and all(p.fits for p in plans)
+    times = [p.step_time_s for p in plans]
+    assert times == sorted(times)
+    with pytest.raises(InputError, match="no zero-infinity layout fits|short by"):
+        plan_training_offload("gpt3-175b", "1 x rtx-4090", 1, 1024, 16, "zero-infinity",
+                              host_memory="host-ddr5:128GiB", nvme="nvme-gen4,nvme-gen4", top=3, db=db)

@@ -48,6 +48,10 @@ def train(
     objective: Annotated[str, typer.Option("--objective", help="time, cost (per token) or energy (per token).")] = "time",
     top: Annotated[int, typer.Option("--top", help="How many plans to show.")] = 5,
     allow_cross_node_tp: Annotated[bool, typer.Option("--allow-cross-node-tp", help="Let TP span nodes.")] = False,
+    offload_scheme: Annotated[Optional[str], typer.Option("--offload-scheme", help="zero-offload, zero-infinity or fuyou.")] = None,
+    host_memory: Annotated[Optional[str], typer.Option("--host-memory", help="Host DRAM tier TIER[:SIZE].")] = None,
+    cxl: Annotated[Optional[str], typer.Option("--cxl", help="CXL cards TIER[:SIZE][,...].")] = None,
+    nvme: Annotated[Optional[str], typer.Option("--nvme", help="NVMe drives TIER[:SIZE][,...].")] = None,
     json_out: JsonOpt = False,
     specs: SpecsOpt = None,
 ) -> None:
@@ -63,6 +67,10 @@ def train(
         return
     if gpus is None:
         raise InputError("--gpus: required (or give pools as --system SYSTEM:GPUS,SYSTEM:GPUS)")
+    if offload_scheme:
+        _train_offload_plans(model, system, parse_gpus(gpus), seq_len, global_batch, offload_scheme, host_memory, cxl,
+                             nvme, precision, top, json_out, db)
+        return
     with _spinner("searching training layouts", json_out):
         res = plan_training(model, system, parse_gpus(gpus), seq_len, global_batch, precision, objective, top,
                             allow_cross_node_tp, db)
@@ -97,6 +105,27 @@ def train(
                       f"vs {part.even_max_stage_time * 1e3:.1f} ms with the even split")
     for line in res.why:
         console.print(f"why #1: {line}")
+
+
+def _train_offload_plans(model, system, counts, seq_len, global_batch, scheme, host_memory, cxl, nvme, precision, top,
+                         json_out, db) -> None:
+    from ..solvers.plan_train import plan_training_offload
+
+    if len(counts) != 1:
+        raise InputError("--gpus: an offload plan takes one GPU count")
+    with _spinner(f"searching {scheme} layouts", json_out):
+        plans = plan_training_offload(model, system, counts[0], seq_len, global_batch, scheme, host_memory, cxl,
+                                      nvme, precision, top, db)
+    if json_out:
+        print_json({"offload_scheme": scheme, "plans": [p.model_dump(mode="json") for p in plans]})
+        return
+    t = Table(title=f"top {len(plans)} {scheme} plans", title_justify="left")
+    for col in ("#", "tp", "dp", "mb", "recompute", "step s", "tokens/s", "model TFLOP/s/GPU", "bottleneck"):
+        t.add_column(col, justify="left" if col in ("recompute", "bottleneck") else "right")
+    for i, p in enumerate(plans, 1):
+        t.add_row(str(i), str(p.tp), str(p.dp), str(p.micro_batch), p.recompute, f"{p.step_time_s:,.2f}",
+                  f"{p.tokens_per_s:,.0f}", f"{p.model_tflops_per_gpu:,.1f}", p.bottleneck)
+    console.print(t)
 
 
 def _train_hetero(model, system, seq_len, global_batch, precision, top, json_out, db) -> None:

@@ -293,3 +293,42 @@ def _split_batch(total_micro: int, pools: list[tuple[int, float, float, bool]]):
         if best is None or step < best[0]:
             best = (step, ms)
     return best
+
+
+def plan_training_offload(model, system: str, gpus: int, seq_len: int, global_batch: int, scheme: str,
+                          host_memory: str | None = None, cxl: str | None = None, nvme: str | None = None,
+                          precision: str = "bf16", top: int = 5, db: Database | None = None):
+    """Layouts for an offloaded run (ZeRO-Offload, ZeRO-Infinity, Fuyou), ranked by step time among those that
+    fit every tier. The offload schemes keep whole layers in data-parallel ranks, so the search covers TP
+    inside the scale-up domain, DP over the rest, micro-batch and recompute (PP = 1)."""
+    from ..offload_train import estimate_offload_training
+
+    db = db or load_database()
+    m = get_model(model)
+    base = db.resolve_system(system)
+    domain = int(base.system.scale_up.domain_size.value) if base.system.scale_up.topology.value != "none" else 1
+    results, last_error, short = [], None, []
+    for tp in [t for t in _pow2_upto(min(domain, gpus)) if gpus % t == 0 and m.heads % t == 0]:
+        dp = gpus // tp
+        for mb in (1, 2, 4, 8, 16):
+            if global_batch % (mb * dp):
+                continue
+            for rec in RECOMPUTE:
+                try:
+                    r = estimate_offload_training(m, SystemRef(base.system, base.accelerator, gpus), gpus,
+                                                  scheme=scheme, seq_len=seq_len, global_batch=global_batch,
+                                                  micro_batch=mb, precision=precision, recompute=rec,
+                                                  host_memory=host_memory, cxl=cxl, nvme=nvme, tp=tp, db=db)
+                except InputError as e:
+                    last_error = e
+                    continue
+                if r.fits:
+                    results.append(r)
+                else:
+                    short.append(r.shortfall_message())
+    if not results:
+        if short:
+            raise InputError(f"no {scheme} layout fits: {short[0]}")
+        raise last_error or InputError(f"no {scheme} layout divides {gpus} GPUs and the global batch")
+    results.sort(key=lambda r: r.step_time_s)
+    return results[:top]
