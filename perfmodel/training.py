@@ -102,11 +102,6 @@ class _Parts:
     pp_comm: float = 0.0
     zero3_comm: float = 0.0
 
-    @property
-    def total(self) -> float:
-        return (self.compute + self.recompute + self.tp_comm + self.cp_comm + self.ep_comm + self.pp_comm
-                + self.zero3_comm)
-
 
 def split_layers(layers: int, pp: int) -> list[int]:
     """Layers per stage as even as possible (the first stages take the remainder)."""

@@ -58,6 +58,9 @@ def _framework_exception(e: Exception) -> bool:
 
 ModelOpt = Annotated[str, typer.Option("--model", help="Catalog id or path to a Hugging Face config.json.")]
 SystemOpt = Annotated[str, typer.Option("--system", help="System id or 'N x DEVICE' (e.g. 8 x h100-sxm).")]
+HostMemoryOpt = Annotated[Optional[str], typer.Option("--host-memory", help="Host DRAM tier TIER[:SIZE].")]
+CxlOpt = Annotated[Optional[str], typer.Option("--cxl", help="CXL cards TIER[:SIZE][,...].")]
+NvmeOpt = Annotated[Optional[str], typer.Option("--nvme", help="NVMe drives TIER[:SIZE][,...].")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
 SpecsOpt = Annotated[
     Optional[list[str]],

@@ -13,7 +13,10 @@ from ..inference import InferenceResult, estimate_inference
 from ..roofline import device_rates
 from ..training import TrainingResult, estimate_training
 from ..units import parse_count, parse_size_range
-from .common import JsonOpt, ModelOpt, SpecsOpt, SystemOpt, console, database, fmt_num, print_assumptions, print_json
+from .common import (
+    CxlOpt, HostMemoryOpt, JsonOpt, ModelOpt, NvmeOpt, SpecsOpt, SystemOpt, console, database, fmt_num,
+    print_assumptions, print_json,
+)
 
 app = typer.Typer(help="Predict serving, training or collective performance.", no_args_is_help=True)
 
@@ -47,9 +50,9 @@ def infer(
     chunk_tokens: Annotated[Optional[int], typer.Option("--chunk-tokens", help="Prefill tokens per step (chunked prefill).")] = None,
     offload: Annotated[Optional[str], typer.Option("--offload", help="weights, kv, experts (comma-separated): stream from tiers.")] = None,
     offload_tier: Annotated[Optional[str], typer.Option("--offload-tier", help="Pin offloaded data to host, cxl or nvme.")] = None,
-    host_memory: Annotated[Optional[str], typer.Option("--host-memory", help="Host DRAM tier TIER[:SIZE].")] = None,
-    cxl: Annotated[Optional[str], typer.Option("--cxl", help="CXL cards TIER[:SIZE][,...].")] = None,
-    nvme: Annotated[Optional[str], typer.Option("--nvme", help="NVMe drives TIER[:SIZE][,...].")] = None,
+    host_memory: HostMemoryOpt = None,
+    cxl: CxlOpt = None,
+    nvme: NvmeOpt = None,
     pim: Annotated[Optional[str], typer.Option("--pim", help="Decode attention in memory: hbm-pim, aim-gddr6 or logic-pim.")] = None,
     eager: Annotated[bool, typer.Option("--eager", help="Offload: add per-kernel CPU launch cost (no CUDA graphs).")] = False,
     show_breakdown: Annotated[bool, typer.Option("--breakdown", help="Per-operator table.")] = False,
@@ -229,9 +232,9 @@ def train(
     tokens: Annotated[Optional[str], typer.Option("--tokens", help="Training tokens, e.g. 15T: time, GPU-hours, cost.")] = None,
     offload: Annotated[Optional[str], typer.Option("--offload", help="optimizer, params, activations (comma-separated): offload what.")] = None,
     offload_scheme: Annotated[Optional[str], typer.Option("--offload-scheme", help="zero-offload, zero-infinity or fuyou.")] = None,
-    host_memory: Annotated[Optional[str], typer.Option("--host-memory", help="Host DRAM tier TIER[:SIZE].")] = None,
-    cxl: Annotated[Optional[str], typer.Option("--cxl", help="CXL cards TIER[:SIZE][,...].")] = None,
-    nvme: Annotated[Optional[str], typer.Option("--nvme", help="NVMe drives TIER[:SIZE][,...].")] = None,
+    host_memory: HostMemoryOpt = None,
+    cxl: CxlOpt = None,
+    nvme: NvmeOpt = None,
     show_breakdown: Annotated[bool, typer.Option("--breakdown", help="Step-time and memory tables.")] = False,
     json_out: JsonOpt = False,
     specs: SpecsOpt = None,

@@ -9,7 +9,9 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..errors import InputError
-from .common import JsonOpt, ModelOpt, SpecsOpt, SystemOpt, console, database, print_json
+from .common import (
+    CxlOpt, HostMemoryOpt, JsonOpt, ModelOpt, NvmeOpt, SpecsOpt, SystemOpt, console, database, print_json,
+)
 
 app = typer.Typer(help="Search parallel layouts for training and serving.", no_args_is_help=True)
 
@@ -49,9 +51,9 @@ def train(
     top: Annotated[int, typer.Option("--top", help="How many plans to show.")] = 5,
     allow_cross_node_tp: Annotated[bool, typer.Option("--allow-cross-node-tp", help="Let TP span nodes.")] = False,
     offload_scheme: Annotated[Optional[str], typer.Option("--offload-scheme", help="zero-offload, zero-infinity or fuyou.")] = None,
-    host_memory: Annotated[Optional[str], typer.Option("--host-memory", help="Host DRAM tier TIER[:SIZE].")] = None,
-    cxl: Annotated[Optional[str], typer.Option("--cxl", help="CXL cards TIER[:SIZE][,...].")] = None,
-    nvme: Annotated[Optional[str], typer.Option("--nvme", help="NVMe drives TIER[:SIZE][,...].")] = None,
+    host_memory: HostMemoryOpt = None,
+    cxl: CxlOpt = None,
+    nvme: NvmeOpt = None,
     json_out: JsonOpt = False,
     specs: SpecsOpt = None,
 ) -> None:
@@ -357,9 +359,9 @@ def tiers(
     pp: Annotated[int, typer.Option("--pp", help="Pipeline parallel.")] = 1,
     precision: Annotated[str, typer.Option("--precision", help="Precision.")] = "bf16",
     offload: Annotated[Optional[str], typer.Option("--offload", help="Groups kept off the GPU, comma-separated.")] = None,
-    host_memory: Annotated[Optional[str], typer.Option("--host-memory", help="Host DRAM tier TIER[:SIZE].")] = None,
-    cxl: Annotated[Optional[str], typer.Option("--cxl", help="CXL cards TIER[:SIZE][,...].")] = None,
-    nvme: Annotated[Optional[str], typer.Option("--nvme", help="NVMe drives TIER[:SIZE][,...].")] = None,
+    host_memory: HostMemoryOpt = None,
+    cxl: CxlOpt = None,
+    nvme: NvmeOpt = None,
     pim: Annotated[Optional[str], typer.Option("--pim", help="PIM tier TIER[:SIZE].")] = None,
     integral: Annotated[bool, typer.Option("--integral", help="Whole groups per tier (ILP) instead of splits (LP).")] = False,
     serial: Annotated[bool, typer.Option("--serial", help="No overlap: a phase takes the sum of its loads.")] = False,
