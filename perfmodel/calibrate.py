@@ -104,8 +104,7 @@ def _current(db: Database, device: str, link: str) -> dict[str, float]:
     out = {f"gemm_peak_fraction.{k}": v for k, v in r.gemm_fraction.items() if k != "_default"}
     out["memory_bandwidth_fraction"] = r.mem_fraction
     out["kernel_floor_us"] = r.floor_s * 1e6
-    lk = db.link(link)
-    out["link"] = lk.achievable_fraction.value if lk.achievable_fraction else 1.0
+    out["link"] = db.link(link).efficiency
     return out
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError
-from .hardware import Link, System
+from .hardware import System
 from .specdb import Database, SystemRef
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast", "send_recv")
@@ -92,11 +92,6 @@ class Group:
     in_network: str  # "nvls", "sharp" or "none"
 
 
-def _link_gbps(link: Link, count: float) -> float:
-    eff = link.achievable_fraction.value if link.achievable_fraction else 1.0
-    return count * link.bandwidth_gbps.value * eff
-
-
 def intra_node_tier(db: Database, system: System, n_local: int) -> Tier:
     """Scale-up bandwidth a rank can use inside its domain for a group of n_local ranks there.
 
@@ -111,7 +106,7 @@ def intra_node_tier(db: Database, system: System, n_local: int) -> Tier:
     if su.topology.value == "none":
         link = db.link(system.host.link)
         links = system.host.links_per_accelerator.value if system.host.links_per_accelerator else 1
-    return Tier("scale-up", link.id, _link_gbps(link, links), link.latency_us.value)
+    return Tier("scale-up", link.id, links * link.achievable_gbps, link.latency_us.value)
 
 
 def inter_node_tier(db: Database, system: System) -> Tier:
@@ -119,7 +114,7 @@ def inter_node_tier(db: Database, system: System) -> Tier:
         raise InputError(f"system {system.id}: has no scale_out network, so a group cannot span nodes")
     link = db.link(system.scale_out.link)
     per_rank = system.scale_out.nics_per_node.value / system.gpus_per_node
-    return Tier("scale-out", link.id, _link_gbps(link, per_rank), link.latency_us.value)
+    return Tier("scale-out", link.id, per_rank * link.achievable_gbps, link.latency_us.value)
 
 
 def place_group(db: Database, ref: SystemRef | System, n: int, per_node: int | None = None) -> Group:

@@ -326,6 +326,16 @@ class Link(Entry):
     latency_us: Spec
     achievable_fraction: Spec | None = None
 
+    @property
+    def efficiency(self) -> float:
+        """Measured share of the link's bandwidth that transfers reach (1 when none is recorded)."""
+        return self.achievable_fraction.value if self.achievable_fraction else 1.0
+
+    @property
+    def achievable_gbps(self) -> float:
+        """GB/s one link or port sustains per direction: its bandwidth times its measured efficiency."""
+        return self.bandwidth_gbps.value * self.efficiency
+
 
 class Topology(str, Enum):
     switch = "switch"

@@ -59,9 +59,7 @@ class Machine:
 def _link_gbps(db: Database, link_id: str | None) -> float:
     if not link_id:
         return float("inf")
-    lk = db.link(link_id)
-    eff = lk.achievable_fraction.value if lk.achievable_fraction else 1.0
-    return lk.bandwidth_gbps.value * eff
+    return db.link(link_id).achievable_gbps
 
 
 def _parse_list(db: Database, text: str, flag: str, want: tuple[TierType, ...]) -> list[tuple[Tier, float]]:

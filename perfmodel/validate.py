@@ -214,8 +214,7 @@ def _link(case: Case, db: Database) -> float:
         tier = db.tier(lk.link)
         return tier.write_gbps.value if lk.direction == "storage_write" else tier.read_gbps.value
     link = db.link(lk.link)
-    eff = link.achievable_fraction.value if link.achievable_fraction else 1.0
-    bw = link.bandwidth_gbps.value * eff
+    bw = link.achievable_gbps
     if lk.direction == "p2p_bidirectional":
         bw *= 2
     nbytes = lk.bytes
