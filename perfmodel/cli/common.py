@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from typer.core import TyperGroup
 
 from ..errors import InputError
@@ -85,6 +86,15 @@ def print_assumptions(assumptions: list[str]) -> None:
     """The assumptions an estimate had to make, dimmed under its tables."""
     for a in assumptions:
         console.print(f"[dim]assumption: {a}[/dim]")
+
+
+def summary_table() -> Table:
+    """The headline table of an estimate: bold label, right-aligned value, unit or remark."""
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_column()
+    return t
 
 
 def _json_default(o: Any) -> Any:

@@ -15,7 +15,7 @@ from ..training import TrainingResult, estimate_training
 from ..units import parse_count, parse_size_range
 from .common import (
     CxlOpt, HostMemoryOpt, JsonOpt, ModelOpt, NvmeOpt, SpecsOpt, SystemOpt, console, database, fmt_num,
-    print_assumptions, print_json,
+    print_assumptions, print_json, summary_table,
 )
 
 app = typer.Typer(help="Predict serving, training or collective performance.", no_args_is_help=True)
@@ -136,10 +136,7 @@ def _infer_pim(model, system, isl, osl, pim, batch, precision, kv_precision, off
     console.print(f"[bold]{r.model}[/bold] on {r.device} with {r.pim.name if hasattr(r.pim, 'name') else pim}, batch "
                   f"{r.batch}, context {r.context:,.0f}: attention {r.attention_flop_per_byte:.1f} FLOP/B "
                   f"(GQA group {r.gqa_group:g}), PIM {r.pim_attention_bound}-bound")
-    t = Table(show_header=False, box=None, pad_edge=False)
-    t.add_column(style="bold")
-    t.add_column(justify="right")
-    t.add_column()
+    t = summary_table()
     t.add_row("GPU alone", f"{r.gpu_step_ms:,.2f}", f"ms per decode step (GEMMs {r.gpu_gemm_ms:,.2f} + attention "
               f"{r.gpu_attention_ms:,.2f})")
     t.add_row("PIM attention", f"{r.pim_attention_ms:,.2f}", "ms")
@@ -154,10 +151,7 @@ def _print_infer(r: InferenceResult, show_breakdown: bool) -> None:
     console.print(f"[bold]{r.model}[/bold] on {r.gpus} x {r.device} ({r.system}), tp={r.tp} pp={r.pp} ep={r.ep} "
                   f"dp={r.dp}{' attention-dp' if r.attention_dp else ''}, {r.precision} weights, {r.kv_precision} KV, "
                   f"{r.scenario}, engine {r.engine}")
-    t = Table(show_header=False, box=None, pad_edge=False)
-    t.add_column(style="bold")
-    t.add_column(justify="right")
-    t.add_column()
+    t = summary_table()
     rows = [
         ("TTFT", f"{r.ttft_ms:,.1f}", "ms"),
         ("TPOT", f"{r.tpot_ms:,.2f}", "ms"),
@@ -318,10 +312,7 @@ def _print_train(r: TrainingResult, show_breakdown: bool) -> None:
     console.print(f"[bold]{r.model}[/bold] on {r.gpus} x {r.device} ({r.system}): tp={r.tp} pp={r.pp} dp={r.dp} "
                   f"cp={r.cp} ep={r.ep} vp={r.vp}{' sp' if r.sequence_parallel else ''}, micro-batch {r.micro_batch} x "
                   f"{r.micro_batches}, {r.precision}, recompute {r.recompute}, ZeRO-{r.zero}")
-    t = Table(show_header=False, box=None, pad_edge=False)
-    t.add_column(style="bold")
-    t.add_column(justify="right")
-    t.add_column()
+    t = summary_table()
     t.add_row("step time", f"{r.step_time_s:,.3f}", "s")
     t.add_row("throughput", f"{r.tokens_per_s:,.0f}", f"tokens/s ({r.tokens_per_s_per_gpu:,.0f} per GPU)")
     t.add_row("MFU / HFU", f"{r.mfu:.1%} / {r.hfu:.1%}", f"of the dense {r.precision} peak")
