@@ -88,6 +88,7 @@ UNITS: dict[str, tuple[str, float, float]] = {
     "tdp_w": ("W", 5, 5_000),
     "price_per_hour_usd": ("USD/h", 0.01, 1_000),
     "gemm_peak_fraction": ("fraction", 0.05, 1.0),
+    "sustained_gemm_ratio": ("fraction", 0.3, 1.0),
     "memory_bandwidth_fraction": ("fraction", 0.05, 1.0),
     "kernel_floor_us": ("us", 0.1, 1_000),
     "capacity_gb": ("GB", 0.001, 10_000_000),
@@ -194,12 +195,17 @@ class Efficiency(Strict):
 
     ``gemm_peak_fraction`` is the best fraction of the dense peak a large, well-shaped GEMM reaches
     (a "maximum achievable matmul FLOPS" measurement), per dtype; shape effects (tile and wave
-    quantisation) are modelled on top of it. ``memory_bandwidth_fraction`` is the achievable share of
-    the HBM bandwidth (STREAM/BabelStream copy); ``kernel_floor_us`` the smallest time a kernel takes
-    (launch plus ramp), which dominates tiny decode steps.
+    quantisation) are modelled on top of it. ``sustained_gemm_ratio`` is what remains of that under
+    continuous tensor-core load, where a power-capped part settles at a lower clock (an H100 SXM at
+    700 W runs 8192^3 BF16 GEMMs at ~1,380 MHz, not 1,980): sustained / burst throughput, per dtype;
+    1 where ``gemm_peak_fraction`` was itself measured at the loaded clock (AMD's MAF).
+    ``memory_bandwidth_fraction`` is the achievable share of the HBM bandwidth (STREAM/BabelStream
+    copy); ``kernel_floor_us`` the smallest time a kernel takes (launch plus ramp), which dominates tiny
+    decode steps.
     """
 
     gemm_peak_fraction: dict[Dtype, Spec] = Field(default_factory=dict)
+    sustained_gemm_ratio: dict[Dtype, Spec] = Field(default_factory=dict)
     memory_bandwidth_fraction: Spec | None = None
     kernel_floor_us: Spec | None = None
 

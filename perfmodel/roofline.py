@@ -2,8 +2,10 @@
 
 ``time = max(compute, memory) + floor`` where
 
-* compute = FLOPs / (dense peak x achievable GEMM fraction x shape utilisation). The achievable fraction
-  is the device's measured "maximum achievable matmul" share of peak (cited in its spec file); the
+* compute = FLOPs / (dense peak x achievable GEMM fraction x sustained ratio x shape utilisation). The
+  achievable fraction is the device's measured "maximum achievable matmul" share of peak (cited in its
+  spec file), a short-run figure; the sustained ratio is what a power-capped part keeps of it under
+  continuous load (training and serving; measured on H100 and H200, benchmarks/device); the
   shape utilisation is tile and wave quantisation: an M x N output is cut into 128 x 128 tiles (the
   common CUTLASS / hipBLASLt macro-tile), each tile runs on one SM/CU, and the last wave of tiles leaves
   SMs idle. Small outputs with a long K are split along K (split-K, as cuBLAS does) to fill the machine.
@@ -31,6 +33,10 @@ SPLIT_K_CHUNK = 256  # smallest K slice a split-K kernel hands to one SM
 FALLBACK_GEMM_FRACTION = 0.7
 FALLBACK_MEMORY_FRACTION = 0.8
 FALLBACK_KERNEL_FLOOR_US = 4.0
+# Sustained / burst tensor throughput, the mean of perfmodel's H100 SXM and H200 SXM measurements
+# (benchmarks/device/results/*_sustained.json: 8192^3 for 20-25 s at the 700 W cap; BF16 0.867 and
+# 0.848, FP8 0.855 and 0.867). Carried to devices with no such measurement and listed as a fallback.
+FALLBACK_SUSTAINED_RATIO = 0.86
 
 
 @dataclass(frozen=True)
@@ -45,12 +51,19 @@ class DeviceRates:
     gemm_fraction: dict[str, float]
     peaks: dict[str, float]
     fallbacks: tuple[str, ...]
+    sustained_ratio: dict[str, float] = None  # type: ignore[assignment]
+    sustained: bool = True
 
     def peak_tflops(self, dtype: str) -> float:
         return self.peaks[dtype]
 
     def achievable_tflops(self, dtype: str) -> float:
-        return self.peaks[dtype] * self.gemm_fraction.get(dtype, self.gemm_fraction["_default"])
+        """Large-GEMM TFLOP/s: sustained (a job's steady state) or, with ``sustained=False``, the short-run
+        figure a GEMM microbenchmark reports."""
+        burst = self.peaks[dtype] * self.gemm_fraction.get(dtype, self.gemm_fraction["_default"])
+        if not self.sustained or not self.sustained_ratio:
+            return burst
+        return burst * self.sustained_ratio.get(dtype, self.sustained_ratio["_default"])
 
     @property
     def achievable_gbps(self) -> float:
@@ -63,8 +76,11 @@ _COMPUTE_FALLBACK = {
 }
 
 
-def device_rates(acc: Accelerator) -> DeviceRates:
-    """Resolve peaks per dtype (with the fallbacks a framework would use) and efficiency numbers."""
+def device_rates(acc: Accelerator, sustained: bool = True) -> DeviceRates:
+    """Resolve peaks per dtype (with the fallbacks a framework would use) and efficiency numbers.
+
+    ``sustained=False`` gives the short-run GEMM rate of a microbenchmark instead of a job's steady state.
+    """
     peaks = {d.value: s.value for d, s in acc.peak_tflops.items()}
     for dt, alts in _COMPUTE_FALLBACK.items():
         if dt not in peaks:
@@ -82,6 +98,14 @@ def device_rates(acc: Accelerator) -> DeviceRates:
     else:
         frac["_default"] = FALLBACK_GEMM_FRACTION
         fallbacks.append("gemm_peak_fraction")
+    ratio = {d.value: s.value for d, s in eff.sustained_gemm_ratio.items()}
+    if "bf16" in ratio:
+        ratio["_default"] = ratio["bf16"]
+    elif ratio:
+        ratio["_default"] = next(iter(ratio.values()))
+    else:
+        ratio["_default"] = FALLBACK_SUSTAINED_RATIO
+        fallbacks.append("sustained_gemm_ratio")
     if eff.memory_bandwidth_fraction is not None:
         mem = eff.memory_bandwidth_fraction.value
     else:
@@ -96,7 +120,7 @@ def device_rates(acc: Accelerator) -> DeviceRates:
     if acc.compute_units is None:
         fallbacks.append("compute_units")
     return DeviceRates(acc.id, sms, acc.memory_bandwidth_gbps.value, mem, floor * 1e-6, frac, peaks,
-                       tuple(fallbacks))
+                       tuple(fallbacks), ratio, sustained)
 
 
 def _tile_utilisation_scalar(m: float, n: float, k: float, sms: int, groups: float) -> float:

@@ -189,9 +189,11 @@ _DTYPE_BYTES = {"fp64": 8, "fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1,
 
 
 def _gemm(case: Case, db: Database) -> float:
+    """A GEMM microbenchmark's TFLOP/s: the short-run rate (published sweeps report each shape's best of a
+    brief loop), not the power-capped steady state a training or serving job sees."""
     g = case.gemm
     acc = _device(case, db)
-    rates = device_rates(acc)
+    rates = device_rates(acc, sustained=False)
     if g.dtype not in rates.peaks:
         raise Unsupported(f"{acc.id} has no {g.dtype} peak in the database")
     b = _DTYPE_BYTES.get(g.dtype, 2)

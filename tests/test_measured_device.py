@@ -1,0 +1,75 @@
+"""The roofline against perfmodel's own H100 / H200 measurements (benchmarks/device/results).
+
+The measurements were taken once on real hardware (measure_gpu.py, measure_sustained.py) and are
+stored as JSON; these tests need no GPU. They check the sustained-clock physics by hand and hold the
+model to the decode and prefill step times of a Llama-3.1-8B-shaped decoder run with PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from perfmodel.inference import StepModel
+from perfmodel.roofline import device_rates, gemm_time
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "device" / "results"
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def test_sustained_rate_is_burst_times_measured_ratio(db):
+    r = device_rates(db.accelerator("h100-sxm"))
+    b = device_rates(db.accelerator("h100-sxm"), sustained=False)
+    assert b.achievable_tflops("bf16") == pytest.approx(989.4 * 0.8)
+    assert r.achievable_tflops("bf16") == pytest.approx(989.4 * 0.8 * 0.867)
+    assert r.achievable_tflops("fp8") == pytest.approx(1978.9 * 0.71 * 0.855)
+    assert "sustained_gemm_ratio" not in r.fallbacks
+
+
+def test_spec_ratio_matches_the_stored_measurement(db):
+    for dev, acc in (("h100", "h100-sxm"), ("h200", "h200-sxm")):
+        runs = {x["dtype"]: x for x in _load(f"{dev}_sustained.json")["sustained"] if x["n"] == 8192}
+        eff = db.accelerator(acc).efficiency.sustained_gemm_ratio
+        for dt in ("bf16", "fp8"):
+            measured = runs[dt]["last_5s_tflops"] / runs[dt]["burst_tflops"]
+            assert eff[dt].value == pytest.approx(measured, abs=0.001)
+            assert runs[dt]["clock_last_5s"]["power_w_mean"] > 680  # at the 700 W cap: the cause
+
+
+def test_amd_maf_is_already_a_loaded_clock_figure(db):
+    for acc in ("mi300x", "mi325x"):
+        r = device_rates(db.accelerator(acc))
+        assert r.achievable_tflops("bf16") == pytest.approx(device_rates(db.accelerator(acc), False)
+                                                           .achievable_tflops("bf16"))
+
+
+def test_sustained_never_faster_than_burst(db):
+    for acc in db.accelerators.values():
+        sus, burst = device_rates(acc), device_rates(acc, sustained=False)
+        for dt in sus.peaks:
+            t_s = gemm_time(sus, 4096, 4096, 4096, dt, 2, 2)[0]
+            t_b = gemm_time(burst, 4096, 4096, 4096, dt, 2, 2)[0]
+            assert t_s >= t_b
+
+
+@pytest.mark.parametrize("dev,system", [("h100", "1 x h100-sxm"), ("h200", "1 x h200-sxm")])
+def test_llama8b_steps_within_ten_percent_of_measurement(db, dev, system):
+    """Decode (batch 1-128 at 1,025 tokens of context) and prefill (512, 2,048 tokens) steps of a
+    Llama-3.1-8B-shaped decoder in BF16: cuBLAS GEMMs, SDPA attention, norms and SwiGLU fused by
+    torch.compile, replayed as a CUDA graph (measure_sustained.py). Decode is weight-streaming bound,
+    prefill compute-bound at the power-capped clock."""
+    rows = _load(f"{dev}_sustained.json")["llama8b_fused"]["rows"]
+    sm = StepModel("llama-3.1-8b", system, precision="bf16", db=db)
+    assert len(rows) == 7
+    for row in rows:
+        if row["phase"] == "decode":
+            b = row["batch"]
+            pred_s = sm.ctx.step("decode", b, b, row["context"], b).time_s
+        else:
+            pred_s = sm.ctx.step("prefill", 1, row["seq"], row["seq"], 1).time_s
+        assert pred_s * 1e3 == pytest.approx(row["step_ms"], rel=0.10), row
