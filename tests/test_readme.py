@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from typer.testing import CliRunner
 
 from conftest import ROOT
 from perfmodel.cli import app
 
 
-def test_readme_error_table_is_current():
+@pytest.mark.parametrize("marker,case_set", [("validate-table", "public"), ("validate-measured", "measured")])
+def test_readme_error_tables_are_current(marker, case_set):
     text = (ROOT / "README.md").read_text()
-    m = re.search(r"<!-- validate-table:start -->\n(.*?)\n<!-- validate-table:end -->", text, re.S)
-    assert m, "README lost its validate table markers"
-    res = CliRunner().invoke(app, ["validate", "--markdown"])
+    m = re.search(rf"<!-- {marker}:start -->\n(.*?)\n<!-- {marker}:end -->", text, re.S)
+    assert m, f"README lost its {marker} markers"
+    assert f"perfmodel validate --set {case_set} --markdown" in text
+    res = CliRunner().invoke(app, ["validate", "--set", case_set, "--markdown"])
     assert res.exit_code == 0, res.output
-    assert m.group(1).strip() == res.stdout.strip(), "rerun `perfmodel validate --markdown` and paste the table"
+    assert m.group(1).strip() == res.stdout.strip(), f"rerun `perfmodel validate --set {case_set} --markdown`"
 
 
 def test_readme_commands_match_ci():

@@ -9,13 +9,17 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from ..validate import builtin_cases_path, load_cases, run_validation, summarise, worst
+from ..validate import builtin_case_paths, load_cases, run_validation, summarise, worst
+from ..errors import InputError
 from .common import JsonOpt, SpecsOpt, console, database, fmt_num, print_json
 
 
 def validate(
     files: Annotated[Optional[list[Path]], typer.Argument(metavar="[FILE...]",
-                                                          help="Case files (SCHEMA.md v1); default: the shipped public cases.")] = None,
+                                                          help="Case files (SCHEMA.md v1); default: the shipped cases (see --set).")] = None,
+    case_set: Annotated[str, typer.Option("--set", help="Shipped cases to run when no FILE is given: public "
+                                          "(published measurements), measured (perfmodel's own H100/H200 runs) "
+                                          "or all.")] = "all",
     kind: Annotated[Optional[str], typer.Option("--kind", help="Only this kind: train, infer, comm, gemm, membw, link.")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Predicted vs measured, log-log (PNG/SVG).", metavar="FILE")] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print only the summary as a Markdown table.")] = False,
@@ -27,7 +31,10 @@ def validate(
     Example: perfmodel validate --kind infer --plot errors.png
     """
     db = database(specs)
-    paths = list(files) if files else [builtin_cases_path()]
+    sets = {"public": builtin_case_paths()[:1], "measured": builtin_case_paths()[1:], "all": builtin_case_paths()}
+    if case_set not in sets:
+        raise InputError(f"--set: expected public, measured or all (got '{case_set}')")
+    paths = list(files) if files else sets[case_set]
     n_cases = len(load_cases(paths)[0])
     show_bar = not json_out and not markdown and console.is_terminal
     with Progress(console=console, transient=True, disable=not show_bar) as bar:
