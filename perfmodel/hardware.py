@@ -89,6 +89,8 @@ UNITS: dict[str, tuple[str, float, float]] = {
     "price_per_hour_usd": ("USD/h", 0.01, 1_000),
     "gemm_peak_fraction": ("fraction", 0.05, 1.0),
     "sustained_gemm_ratio": ("fraction", 0.3, 1.0),
+    "attention_peak_fraction": ("fraction", 0.05, 1.0),
+    "attention_ramp_keys": ("tokens", 0, 1_000_000),
     "memory_bandwidth_fraction": ("fraction", 0.05, 1.0),
     "kernel_floor_us": ("us", 0.1, 1_000),
     "capacity_gb": ("GB", 0.001, 10_000_000),
@@ -199,13 +201,20 @@ class Efficiency(Strict):
     continuous tensor-core load, where a power-capped part settles at a lower clock (an H100 SXM at
     700 W runs 8192^3 BF16 GEMMs at ~1,380 MHz, not 1,980): sustained / burst throughput, per dtype;
     1 where ``gemm_peak_fraction`` was itself measured at the loaded clock (AMD's MAF).
-    ``memory_bandwidth_fraction`` is the achievable share of the HBM bandwidth (STREAM/BabelStream
-    copy); ``kernel_floor_us`` the smallest time a kernel takes (launch plus ramp), which dominates tiny
-    decode steps.
+    ``attention_peak_fraction`` (``forward``, ``backward``) is the share of the dense BF16 peak a fused
+    causal attention kernel approaches under continuous load on long sequences, counting causal FLOPs
+    (backward = 2.5x the forward's), and ``attention_ramp_keys`` the key length at which it reaches half
+    of that: ``rate = peak x fraction x keys / (keys + ramp)``, each query tile's fixed work (loading Q,
+    writing O, the backward's dQ reduction) amortised over the keys it visits. Without them attention
+    runs at the sustained GEMM rate. ``memory_bandwidth_fraction`` is
+    the achievable share of the HBM bandwidth (STREAM/BabelStream copy); ``kernel_floor_us`` the
+    smallest time a kernel takes (launch plus ramp), which dominates tiny decode steps.
     """
 
     gemm_peak_fraction: dict[Dtype, Spec] = Field(default_factory=dict)
     sustained_gemm_ratio: dict[Dtype, Spec] = Field(default_factory=dict)
+    attention_peak_fraction: dict[Literal["forward", "backward"], Spec] = Field(default_factory=dict)
+    attention_ramp_keys: dict[Literal["forward", "backward"], Spec] = Field(default_factory=dict)
     memory_bandwidth_fraction: Spec | None = None
     kernel_floor_us: Spec | None = None
 

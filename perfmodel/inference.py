@@ -175,7 +175,8 @@ class _Ctx:
                 t, fl, by, tc, tm = float(t), float(fl), float(by), float(tc), float(tm)
                 floor = r.floor_s
             elif op.kind == "attention":
-                t, tc, tm = (float(x) for x in attention_time(r, op.flops, op.nbytes, op.tiles, "bf16"))
+                t, tc, tm = (float(x) for x in attention_time(r, op.flops, op.nbytes, op.tiles, "bf16",
+                                                              keys=op.meta.get("keys")))
                 fl, by, floor = op.flops, op.nbytes, r.floor_s
             elif op.kind == "memory":
                 t, tm = (float(x) for x in memory_time(r, op.nbytes))

@@ -151,14 +151,15 @@ def layer_ops(model: ModelArch, shard: Shard, tokens: float, seqs: float, ctx: f
             ops.append(Op("absorb_uk", "gemm", m=T, n=rkv, k=d, groups=a_loc, w_bytes=w_bytes))
             flops = 2 * T * L * a_loc * (2 * rkv + dr)
             nbytes = seqs * L * (rkv + dr) * kv_bytes + T * a_loc * (2 * rkv + dr) * act_bytes
-            ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes, tiles=seqs * max(a_loc / 16, 1)))
+            ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes, meta={"keys": L},
+                          tiles=seqs * max(a_loc / 16, 1)))
             ops.append(Op("absorb_uv", "gemm", m=T, n=dv, k=rkv, groups=a_loc, w_bytes=w_bytes))
         else:
             ops.append(Op("kv_up", "gemm", m=T, n=a_loc * (d + dv), k=rkv, w_bytes=w_bytes))
             pairs = seqs * L * (L + 1) / 2
             flops = 2 * pairs * a_loc * ((d + dr) + dv)
             nbytes = T * a_loc * (2 * (d + dr) + 2 * dv) * act_bytes + seqs * L * (rkv + dr) * kv_bytes
-            ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes,
+            ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes, meta={"keys": L},
                           tiles=seqs * a_loc * max(L / 128, 1)))
         ops.append(Op("o_proj", "gemm", m=T, n=h, k=a_loc * dv, w_bytes=w_bytes))
     else:
@@ -167,14 +168,15 @@ def layer_ops(model: ModelArch, shard: Shard, tokens: float, seqs: float, ctx: f
         if phase == "decode":
             flops = 4 * T * L * a_loc * d
             nbytes = seqs * L * 2 * kv_loc * d * kv_bytes + 2 * T * a_loc * d * act_bytes
-            ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes, tiles=seqs * kv_loc))
+            ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes, meta={"keys": L},
+                          tiles=seqs * kv_loc))
         else:
             pairs = seqs * L * (L + 1) / 2 if not window else seqs * (L * (L + 1) / 2 + max(ctx - L, 0) * L)
             if not flash:
                 pairs = seqs * L * L
             flops = 4 * pairs * a_loc * d
             nbytes = T * (2 * a_loc + 2 * kv_loc) * d * act_bytes + T * 2 * kv_loc * d * kv_bytes
-            ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes,
+            ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes, meta={"keys": L},
                           tiles=seqs * a_loc * max(ctx / 128, 1)))
             if not flash:
                 ops.append(Op("softmax_dropout", "memory", nbytes=13 * seqs * a_loc * L * L))

@@ -53,6 +53,8 @@ class DeviceRates:
     fallbacks: tuple[str, ...]
     sustained_ratio: dict[str, float] = None  # type: ignore[assignment]
     sustained: bool = True
+    attention_fraction: dict[str, float] = None  # type: ignore[assignment]
+    attention_ramp: dict[str, float] = None  # type: ignore[assignment]
 
     def peak_tflops(self, dtype: str) -> float:
         return self.peaks[dtype]
@@ -64,6 +66,19 @@ class DeviceRates:
         if not self.sustained or not self.sustained_ratio:
             return burst
         return burst * self.sustained_ratio.get(dtype, self.sustained_ratio["_default"])
+
+    def attention_tflops(self, dtype: str, backward: bool = False, keys=None):
+        """Fused-attention TFLOP/s of one pass over ``keys`` keys per query tile: measured
+        (``attention_peak_fraction`` with its ``attention_ramp_keys``) or, without a measurement, the GEMM rate."""
+        which = "backward" if backward else "forward"
+        frac = (self.attention_fraction or {}).get(which)
+        if frac is None:
+            return self.achievable_tflops(dtype)
+        rate = self.peaks["bf16" if dtype in ("fp8", "fp4", "int8") else dtype] * frac
+        ramp = (self.attention_ramp or {}).get(which, 0.0)
+        if keys is None or ramp <= 0:
+            return rate
+        return rate * keys / (keys + ramp) if np.ndim(keys) == 0 else rate * np.asarray(keys) / (np.asarray(keys) + ramp)
 
     @property
     def achievable_gbps(self) -> float:
@@ -106,6 +121,10 @@ def device_rates(acc: Accelerator, sustained: bool = True) -> DeviceRates:
     else:
         ratio["_default"] = FALLBACK_SUSTAINED_RATIO
         fallbacks.append("sustained_gemm_ratio")
+    attn = {k: v.value for k, v in eff.attention_peak_fraction.items()}
+    ramp = {k: v.value for k, v in eff.attention_ramp_keys.items()}
+    if not attn:
+        fallbacks.append("attention_peak_fraction")
     if eff.memory_bandwidth_fraction is not None:
         mem = eff.memory_bandwidth_fraction.value
     else:
@@ -120,7 +139,7 @@ def device_rates(acc: Accelerator, sustained: bool = True) -> DeviceRates:
     if acc.compute_units is None:
         fallbacks.append("compute_units")
     return DeviceRates(acc.id, sms, acc.memory_bandwidth_gbps.value, mem, floor * 1e-6, frac, peaks,
-                       tuple(fallbacks), ratio, sustained)
+                       tuple(fallbacks), ratio, sustained, attn, ramp)
 
 
 def _tile_utilisation_scalar(m: float, n: float, k: float, sms: int, groups: float) -> float:
@@ -176,17 +195,20 @@ def memory_time(rates: DeviceRates, nbytes, kernels=1):
     return t_mem + rates.floor_s * np.asarray(kernels, dtype=float), t_mem
 
 
-def attention_time(rates: DeviceRates, flops, nbytes, parallel_tiles, dtype: str = "bf16"):
-    """A fused attention kernel: compute at the GEMM rate over its (batch x heads x query-tile) grid."""
+def attention_time(rates: DeviceRates, flops, nbytes, parallel_tiles, dtype: str = "bf16", backward: bool = False,
+                   keys=None):
+    """A fused attention kernel (one pass): compute at the device's attention rate for ``keys`` keys per
+    query over its (batch x heads x query-tile) grid, or its memory time, whichever is longer."""
+    rate = rates.attention_tflops(dtype, backward, keys) * 1e12
     if all(np.ndim(x) == 0 for x in (flops, nbytes, parallel_tiles)):
         tiles = float(parallel_tiles)
         util = tiles / max(math.ceil(tiles / rates.sms) * rates.sms, 1) if tiles > 0 else 1.0
-        t_comp = flops / (rates.achievable_tflops(dtype) * 1e12 * util)
+        t_comp = flops / (rate * util)
         t_mem = nbytes / (rates.achievable_gbps * 1e9)
         return max(t_comp, t_mem) + rates.floor_s, t_comp, t_mem
     flops, nbytes, tiles = (np.asarray(x, dtype=float) for x in (flops, nbytes, parallel_tiles))
     waves = np.ceil(tiles / rates.sms)
     util = np.where(tiles > 0, tiles / np.maximum(waves * rates.sms, 1), 1.0)
-    t_comp = flops / (rates.achievable_tflops(dtype) * 1e12 * util)
+    t_comp = flops / (rate * util)
     t_mem = nbytes / (rates.achievable_gbps * 1e9)
     return np.maximum(t_comp, t_mem) + rates.floor_s, t_comp, t_mem

@@ -200,8 +200,9 @@ class _Trainer:
             return float(f), float(dgrad + wgrad)
         if op.kind == "attention":
             flops = op.flops * self.cp  # local queries attend to all keys around the ring
-            f = attention_time(r, flops, op.nbytes, op.tiles)[0]
-            b = attention_time(r, 2.5 * flops, 2 * op.nbytes, op.tiles)[0]
+            keys = op.meta.get("keys")
+            f = attention_time(r, flops, op.nbytes, op.tiles, keys=keys)[0]
+            b = attention_time(r, 2.5 * flops, 2 * op.nbytes, op.tiles, backward=True, keys=keys)[0]
             return float(f), float(b)
         f = memory_time(r, op.nbytes)[0]
         return float(f), float(memory_time(r, 2 * op.nbytes)[0])

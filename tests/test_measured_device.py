@@ -73,3 +73,30 @@ def test_llama8b_steps_within_ten_percent_of_measurement(db, dev, system):
         else:
             pred_s = sm.ctx.step("prefill", 1, row["seq"], row["seq"], 1).time_s
         assert pred_s * 1e3 == pytest.approx(row["step_ms"], rel=0.10), row
+
+
+def test_attention_rate_curve_by_hand(db):
+    r = device_rates(db.accelerator("h100-sxm"))
+    assert r.attention_tflops("bf16", keys=505) == pytest.approx(989.4 * 0.584 / 2)
+    assert r.attention_tflops("bf16", backward=True, keys=1503) == pytest.approx(989.4 * 0.537 / 2)
+    assert r.attention_tflops("bf16") == pytest.approx(989.4 * 0.584)  # no key length: the asymptote
+    a100 = device_rates(db.accelerator("a100-sxm-80gb"))  # no measurement: the sustained GEMM rate
+    assert a100.attention_tflops("bf16", keys=4096) == pytest.approx(a100.achievable_tflops("bf16"))
+    assert "attention_peak_fraction" in a100.fallbacks
+
+
+def test_attention_curve_reproduces_the_stored_runs(db):
+    r = device_rates(db.accelerator("h100-sxm"))
+    rows = [x for x in _load("h100_attention.json")["rows"] if x.get("backend") == "CUDNN_ATTENTION"]
+    assert len(rows) == 8
+    for x in rows:
+        assert r.attention_tflops("bf16", keys=x["seq"]) == pytest.approx(x["fwd_tflops"], rel=0.10)
+        assert r.attention_tflops("bf16", True, keys=x["seq"]) == pytest.approx(x["bwd_tflops"], rel=0.10)
+
+
+def test_longer_keys_never_slow_attention(db):
+    for acc in db.accelerators.values():
+        r = device_rates(acc)
+        rates = [r.attention_tflops("bf16", bw, keys=k) for bw in (False, True) for k in (128, 1024, 8192, 131072)]
+        assert rates[0] <= rates[1] <= rates[2] <= rates[3]
+        assert rates[4] <= rates[5] <= rates[6] <= rates[7]
