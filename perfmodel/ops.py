@@ -209,6 +209,9 @@ def _mlp_ops(model: ModelArch, shard: Shard, T: float, act_bytes: float, w_bytes
     expert_tp = 1 if shard.attention_dp else shard.tp // ep
     tokens_routed = T * shard.width if shard.attention_dp else T
     ops.append(Op("router", "gemm", m=T, n=E, k=h, w_bytes=2.0))
+    # token permutation to expert order (read T rows, write T*k) and the weighted combine back
+    # (read T*k, write T): TRT-LLM's expand/finalize kernels, vLLM's align+sort, Megatron's permute
+    ops.append(Op("moe_permute", "memory", nbytes=T * (1 + k) * h * act_bytes))
     if ep > 1 and shard.attention_dp:
         ops.append(Op("ep_dispatch", "comm", collective="all_to_all", nbytes=T * k * h * act_bytes, group=ep))
     distinct_all = expected_distinct_experts(E, k, tokens_routed)
@@ -220,6 +223,7 @@ def _mlp_ops(model: ModelArch, shard: Shard, T: float, act_bytes: float, w_bytes
                   meta=meta))
     ops.append(Op("experts_act", "memory", nbytes=m_per_expert * distinct_loc * (up + 1) * fe * act_bytes))
     ops.append(Op("experts_down", "gemm", m=m_per_expert, n=h, k=fe, groups=distinct_loc, w_bytes=w_bytes))
+    ops.append(Op("moe_combine", "memory", nbytes=T * (k + 1) * h * act_bytes))
     if model.shared_experts:
         fs = model.shared_experts * model.d_shared_expert / (1 if shard.attention_dp else shard.tp)
         ops.append(Op("shared_up", "gemm", m=T, n=up * fs, k=h, w_bytes=w_bytes))
