@@ -91,6 +91,8 @@ UNITS: dict[str, tuple[str, float, float]] = {
     "sustained_gemm_ratio": ("fraction", 0.3, 1.0),
     "attention_peak_fraction": ("fraction", 0.05, 1.0),
     "attention_ramp_keys": ("tokens", 0, 1_000_000),
+    "grouped_gemm_ratio": ("fraction", 0.05, 1.0),
+    "grouped_gemm_gbps": ("GB/s", 10, 100_000),
     "memory_bandwidth_fraction": ("fraction", 0.05, 1.0),
     "kernel_floor_us": ("us", 0.1, 1_000),
     "capacity_gb": ("GB", 0.001, 10_000_000),
@@ -206,7 +208,10 @@ class Efficiency(Strict):
     (backward = 2.5x the forward's), and ``attention_ramp_keys`` the key length at which it reaches half
     of that: ``rate = peak x fraction x keys / (keys + ramp)``, each query tile's fixed work (loading Q,
     writing O, the backward's dQ reduction) amortised over the keys it visits. Without them attention
-    runs at the sustained GEMM rate. ``memory_bandwidth_fraction`` is
+    runs at the sustained GEMM rate. ``grouped_gemm_ratio`` and ``grouped_gemm_gbps`` describe the grouped
+    kernels MoE experts run on: their compute-bound rate relative to a dense GEMM's, and the rate they
+    stream expert weights at when few tokens reach each expert, which a grouped kernel's in-flight loads
+    cap below what HBM allows (the same ~2.3-2.9 TB/s measured on H100 and on the faster-memory H200). ``memory_bandwidth_fraction`` is
     the achievable share of the HBM bandwidth (STREAM/BabelStream copy); ``kernel_floor_us`` the
     smallest time a kernel takes (launch plus ramp), which dominates tiny decode steps.
     """
@@ -215,6 +220,8 @@ class Efficiency(Strict):
     sustained_gemm_ratio: dict[Dtype, Spec] = Field(default_factory=dict)
     attention_peak_fraction: dict[Literal["forward", "backward"], Spec] = Field(default_factory=dict)
     attention_ramp_keys: dict[Literal["forward", "backward"], Spec] = Field(default_factory=dict)
+    grouped_gemm_ratio: dict[Dtype, Spec] = Field(default_factory=dict)
+    grouped_gemm_gbps: dict[Dtype, Spec] = Field(default_factory=dict)
     memory_bandwidth_fraction: Spec | None = None
     kernel_floor_us: Spec | None = None
 

@@ -171,7 +171,7 @@ class _Ctx:
             n = op.count * count
             if op.kind == "gemm":
                 t, fl, by, tc, tm = gemm_time(r, op.m, op.n, op.k, self.dtype, ACT_BYTES if self.dtype in (
-                    "bf16", "fp16") else 1.0, op.w_bytes, ACT_BYTES, op.groups)
+                    "bf16", "fp16") else 1.0, op.w_bytes, ACT_BYTES, op.groups, op.meta.get("grouped", False))
                 t, fl, by, tc, tm = float(t), float(fl), float(by), float(tc), float(tm)
                 floor = r.floor_s
             elif op.kind == "attention":

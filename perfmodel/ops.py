@@ -220,9 +220,10 @@ def _mlp_ops(model: ModelArch, shard: Shard, T: float, act_bytes: float, w_bytes
     m_per_expert = tokens_routed * k / max(distinct_all, 1e-9)
     meta = {"distinct_experts": distinct_all, "tokens_per_expert": m_per_expert}
     ops.append(Op("experts_up", "gemm", m=m_per_expert, n=up * fe, k=h, groups=distinct_loc, w_bytes=w_bytes,
-                  meta=meta))
+                  meta={**meta, "grouped": True}))
     ops.append(Op("experts_act", "memory", nbytes=m_per_expert * distinct_loc * (up + 1) * fe * act_bytes))
-    ops.append(Op("experts_down", "gemm", m=m_per_expert, n=h, k=fe, groups=distinct_loc, w_bytes=w_bytes))
+    ops.append(Op("experts_down", "gemm", m=m_per_expert, n=h, k=fe, groups=distinct_loc, w_bytes=w_bytes,
+                  meta={"grouped": True}))
     ops.append(Op("moe_combine", "memory", nbytes=T * (k + 1) * h * act_bytes))
     if model.shared_experts:
         fs = model.shared_experts * model.d_shared_expert / (1 if shard.attention_dp else shard.tp)

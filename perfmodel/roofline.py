@@ -55,6 +55,8 @@ class DeviceRates:
     sustained: bool = True
     attention_fraction: dict[str, float] = None  # type: ignore[assignment]
     attention_ramp: dict[str, float] = None  # type: ignore[assignment]
+    grouped_ratio: dict[str, float] = None  # type: ignore[assignment]
+    grouped_gbps: dict[str, float] = None  # type: ignore[assignment]
 
     def peak_tflops(self, dtype: str) -> float:
         return self.peaks[dtype]
@@ -123,6 +125,10 @@ def device_rates(acc: Accelerator, sustained: bool = True) -> DeviceRates:
         fallbacks.append("sustained_gemm_ratio")
     attn = {k: v.value for k, v in eff.attention_peak_fraction.items()}
     ramp = {k: v.value for k, v in eff.attention_ramp_keys.items()}
+    g_ratio = {d.value: v.value for d, v in eff.grouped_gemm_ratio.items()}
+    g_gbps = {d.value: v.value for d, v in eff.grouped_gemm_gbps.items()}
+    if not g_ratio and not g_gbps:
+        fallbacks.append("grouped_gemm_ratio")
     if not attn:
         fallbacks.append("attention_peak_fraction")
     if eff.memory_bandwidth_fraction is not None:
@@ -139,7 +145,7 @@ def device_rates(acc: Accelerator, sustained: bool = True) -> DeviceRates:
     if acc.compute_units is None:
         fallbacks.append("compute_units")
     return DeviceRates(acc.id, sms, acc.memory_bandwidth_gbps.value, mem, floor * 1e-6, frac, peaks,
-                       tuple(fallbacks), ratio, sustained, attn, ramp)
+                       tuple(fallbacks), ratio, sustained, attn, ramp, g_ratio, g_gbps)
 
 
 def _tile_utilisation_scalar(m: float, n: float, k: float, sms: int, groups: float) -> float:
@@ -170,17 +176,24 @@ def tile_utilisation(m, n, k, sms: int, groups=1):
 
 
 def gemm_time(rates: DeviceRates, m, n, k, dtype: str, in_bytes: float, w_bytes: float, out_bytes: float = 2.0,
-              groups=1):
-    """One GEMM kernel C[m,n] = A[m,k] @ W[k,n] (``groups`` of them, grouped): (time_s, flops, bytes,
-    compute_s, memory_s), with weights in ``w_bytes`` per element and one kernel floor."""
+              groups=1, grouped: bool = False):
+    """One GEMM kernel C[m,n] = A[m,k] @ W[k,n] (``groups`` of them, batched): (time_s, flops, bytes,
+    compute_s, memory_s), with weights in ``w_bytes`` per element and one kernel floor.
+
+    ``grouped=True`` is a grouped (MoE expert) kernel: its compute rate is scaled by the device's
+    ``grouped_gemm_ratio`` and its streaming rate capped at ``grouped_gemm_gbps`` where measured."""
     scalar = all(np.ndim(x) == 0 for x in (m, n, k, groups))
     if not scalar:
         m, n, k, groups = (np.asarray(x, dtype=float) for x in (m, n, k, groups))
     flops = 2.0 * m * n * k * groups
     nbytes = (m * k * in_bytes + k * n * w_bytes + m * n * out_bytes) * groups
     util = tile_utilisation(m, n, k, rates.sms, groups)
-    t_comp = flops / (rates.achievable_tflops(dtype) * 1e12 * util)
-    t_mem = nbytes / (rates.achievable_gbps * 1e9)
+    tflops, gbps = rates.achievable_tflops(dtype), rates.achievable_gbps
+    if grouped:
+        tflops *= (rates.grouped_ratio or {}).get(dtype, 1.0)
+        gbps = min(gbps, (rates.grouped_gbps or {}).get(dtype, gbps))
+    t_comp = flops / (tflops * 1e12 * util)
+    t_mem = nbytes / (gbps * 1e9)
     peak = max(t_comp, t_mem) if scalar else np.maximum(t_comp, t_mem)
     return peak + rates.floor_s, flops, nbytes, t_comp, t_mem
 

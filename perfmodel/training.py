@@ -188,9 +188,10 @@ class _Trainer:
         r = self.rates
         if op.kind == "gemm":
             args = (self.dtype, self.in_bytes, op.w_bytes, ACT_BYTES)
-            f = gemm_time(r, op.m, op.n, op.k, *args, groups=op.groups)[0]
-            dgrad = gemm_time(r, op.m, op.k, op.n, *args, groups=op.groups)[0]
-            wgrad = gemm_time(r, op.k, op.n, op.m, *args, groups=op.groups)[0]
+            g = op.meta.get("grouped", False)
+            f = gemm_time(r, op.m, op.n, op.k, *args, groups=op.groups, grouped=g)[0]
+            dgrad = gemm_time(r, op.m, op.k, op.n, *args, groups=op.groups, grouped=g)[0]
+            wgrad = gemm_time(r, op.k, op.n, op.m, *args, groups=op.groups, grouped=g)[0]
             if self.dtype == "fp8":
                 # Transformer Engine FP8: the forward keeps a transposed FP8 copy of each GEMM input for the
                 # weight gradient (1 byte/element written), and the backward casts and transposes the output

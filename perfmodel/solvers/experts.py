@@ -851,9 +851,9 @@ def _layer_times(db, ref, model, inst: _Instance, a: np.ndarray, precision: str)
     busy = (loads > 0) & (groups > 0)
     m = np.where(busy, loads / np.maximum(groups, 1), 1.0)
     gr = np.maximum(groups, 1)
-    t_up = gemm_time(rates, m, up * fe, h, dtype, in_bytes, w_bytes, act, gr)[0]
+    t_up = gemm_time(rates, m, up * fe, h, dtype, in_bytes, w_bytes, act, gr, grouped=True)[0]
     t_act = memory_time(rates, m * gr * (up + 1) * fe * act)[0]
-    t_down = gemm_time(rates, m, h, fe, dtype, in_bytes, w_bytes, act, gr)[0]
+    t_down = gemm_time(rates, m, h, fe, dtype, in_bytes, w_bytes, act, gr, grouped=True)[0]
     compute = np.where(busy, t_up + t_act + t_down, 0.0).max(axis=1)
     comm = np.zeros(inst.L)
     if inst.T is not None and inst.G > 1:
