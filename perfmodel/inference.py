@@ -34,7 +34,7 @@ from .errors import InputError
 from .memory import MemoryPlan, plan_memory
 from .models import ModelArch, get_model
 from .ops import (WEIGHT_BYTES, Op, Shard, check_precision, check_shard, compute_dtype, head_ops, layer_ops)
-from .roofline import DeviceRates, attention_time, device_rates, gemm_time, memory_time
+from .roofline import DeviceRates, attention_time, device_rates, fallback_notes, gemm_time, memory_time
 from .specdb import Database, SystemRef, load_database
 
 ACT_BYTES = 2.0
@@ -323,8 +323,7 @@ def estimate_inference(
     ref, dp = _resolve(db, system, gpus, shard.width, pp, dp)
     ctx = _Ctx(db, ref, arch, shard, pp, precision, kv_precision)
     acc = ref.accelerator
-    assumptions = [f"{ref.accelerator.id}: no measured {f}; perfmodel's global fallback used"
-                   for f in ctx.rates.fallbacks]
+    assumptions = fallback_notes(ctx.rates)
 
     seq_tokens = isl + osl
     mem = plan_memory(arch, shard, pp, acc.memory_gb.value, eng, ctx.w_bytes, ctx.kv_bytes, ACT_BYTES, seq_tokens)

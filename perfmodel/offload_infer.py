@@ -46,6 +46,7 @@ from .memory import activation_bytes, kv_bytes_per_sequence, weight_bytes_per_gp
 from .memtiers import Machine, TierUse, describe_machine
 from .models import ModelArch, get_model
 from .ops import Shard, check_precision, check_shard, expected_distinct_experts
+from .roofline import fallback_notes
 from .specdb import Database, SystemRef, load_database
 
 OFFLOADABLE = ("weights", "kv", "experts")
@@ -272,8 +273,7 @@ def estimate_offload_inference(
     m = describe_machine(db, ref, host_memory, cxl, nvme)
     ctx = _Ctx(db, ref, arch, shard, 1, precision, kv_precision)
     eng = get_engine(engine)
-    assumptions = [f"{ref.accelerator.id}: no measured {f}; perfmodel's global fallback used"
-                   for f in ctx.rates.fallbacks]
+    assumptions = fallback_notes(ctx.rates)
     L = arch.layers
 
     # ---- memory: what must sit in HBM, what goes out ------------------------------------------------

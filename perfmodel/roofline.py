@@ -39,6 +39,23 @@ FALLBACK_KERNEL_FLOOR_US = 4.0
 FALLBACK_SUSTAINED_RATIO = 0.86
 
 
+_FALLBACK_TEXT = {
+    "gemm_peak_fraction": f"GEMMs at {FALLBACK_GEMM_FRACTION:g} of peak",
+    "sustained_gemm_ratio": f"{FALLBACK_SUSTAINED_RATIO:g} of the short-run GEMM rate under load (H100/H200 measurement)",
+    "grouped_gemm_ratio": "MoE expert GEMMs timed as dense GEMMs",
+    "attention_peak_fraction": "fused attention at the GEMM rate",
+    "memory_bandwidth_fraction": f"{FALLBACK_MEMORY_FRACTION:g} of HBM bandwidth",
+    "kernel_floor_us": f"{FALLBACK_KERNEL_FLOOR_US:g} us per kernel",
+    "compute_units": "108 SMs for tile quantisation",
+}
+
+
+def fallback_notes(rates: "DeviceRates") -> list[str]:
+    """One line per efficiency number the device's spec lacks, saying what is used instead."""
+    return [f"{rates.id}: no measured {f}; assumed {_FALLBACK_TEXT.get(f, 'perfmodel default')}"
+            for f in rates.fallbacks]
+
+
 @dataclass(frozen=True)
 class DeviceRates:
     """The few numbers of an accelerator the roofline needs, resolved once."""

@@ -44,7 +44,7 @@ from .errors import InputError
 from .flops import iteration_flops
 from .models import ModelArch, get_model
 from .ops import Op, Shard, head_ops, layer_ops
-from .roofline import DeviceRates, attention_time, device_rates, gemm_time, memory_time
+from .roofline import DeviceRates, attention_time, device_rates, fallback_notes, gemm_time, memory_time
 from .specdb import Database, SystemRef, load_database
 
 ACT_BYTES = 2.0
@@ -328,8 +328,7 @@ def estimate_training(
         memory_capacity_bytes=float(one["capacity"]), fits=bool(one["fits"]),
         time_breakdown_s={k: float(one[f"t_{k}"]) for k in TIME_PARTS},
         stage_layers=list(stage_layers) if stage_layers else split_layers(m.layers, pp),
-        assumptions=[f"{acc.id}: no measured {f}; perfmodel's global fallback used"
-                     for f in device_rates(acc).fallbacks],
+        assumptions=fallback_notes(device_rates(acc)),
     )
     if tokens:
         secs = tokens / tok

@@ -134,3 +134,12 @@ def test_grouped_gemm_reproduces_the_stored_runs(db, dev, acc):
         m = x["rows"] / x["groups"]
         pred_s = gemm_time(r, m, x["n"], x["k"], x["dtype"], b, b, 2.0, groups=x["groups"], grouped=True)[0]
         assert pred_s * 1e6 == pytest.approx(x["time_us"], rel=0.25), x
+
+
+def test_missing_measurements_are_named_with_what_replaces_them(db):
+    from perfmodel.roofline import fallback_notes
+
+    notes = fallback_notes(device_rates(db.accelerator("a100-sxm-80gb")))
+    assert "a100-sxm-80gb: no measured attention_peak_fraction; assumed fused attention at the GEMM rate" in notes
+    assert any("sustained_gemm_ratio" in n and "0.86" in n for n in notes)
+    assert fallback_notes(device_rates(db.accelerator("h100-sxm"))) == []
