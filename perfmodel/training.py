@@ -136,6 +136,7 @@ class _Trainer:
         self.sys = ref.system
         self.per_node = ref.system.gpus_per_node
         self._cache: dict[tuple, float] = {}
+        self.ep_overlap = False
 
     # -- communication on the tier each group spans -------------------------------------------------
     def coll(self, name: str, nbytes: float, n: int, stride: int) -> float:
@@ -173,6 +174,10 @@ class _Trainer:
         if moe and self.ep > 1:
             a2a = T * m.top_k * m.hidden * ACT_BYTES
             p.ep_comm += 4 * self.coll("all_to_all", a2a, self.ep, tp)  # dispatch + combine, fwd + bwd
+            if self.ep_overlap:
+                # DualPipe / Megatron's overlapped 1F1B: one micro-batch's all-to-alls run while another
+                # micro-batch's forward or backward chunk computes, so only what outlasts it is exposed
+                p.ep_comm = max(0.0, p.ep_comm - p.compute)
         if cp > 1:
             kv_bytes = 2 * self.mb * (self.seq / cp) * _kv_width(m) / tp * ACT_BYTES
             step = self.coll("send_recv", kv_bytes, 2, tp)
@@ -292,10 +297,14 @@ def estimate_training(
     flash_attention: bool = True,
     stage_layers: list[int] | None = None,
     tokens: float | None = None,
+    ep_overlap: bool = False,
     db: Database | None = None,
     specs: tuple[str, ...] = (),
 ) -> TrainingResult:
-    """Predict step time, MFU/HFU and memory per GPU for one training configuration."""
+    """Predict step time, MFU/HFU and memory per GPU for one training configuration.
+
+    ``ep_overlap``: expert-parallel all-to-alls overlap another micro-batch's computation (DeepSeek's
+    DualPipe, Megatron-Core's overlapped 1F1B for MoE); only the part that outlasts it is exposed."""
     db = db or load_database(specs)
     m = get_model(model)
     ref = db.resolve_system(system, gpus) if isinstance(system, str) else system
@@ -314,7 +323,7 @@ def estimate_training(
                                      or min(stage_layers) < 1):
         raise InputError(f"stage layers {stage_layers}: expected {pp} positive counts summing to {m.layers}")
     layouts = {pp: list(stage_layers)} if stage_layers else None
-    ev = evaluate_plans(db, ref, m, plans, seq_len, global_batch, precision, flash_attention, layouts)
+    ev = evaluate_plans(db, ref, m, plans, seq_len, global_batch, precision, flash_attention, layouts, ep_overlap)
     one = {k: (v[0] if isinstance(v, np.ndarray) else v) for k, v in ev.items()}
     acc = ref.accelerator
     step, tok = float(one["step_time_s"]), float(one["tokens_per_s"])
@@ -357,12 +366,13 @@ def _stage_layout(m: ModelArch, pp: int, sizes: list[int] | None = None) -> tupl
 
 
 def evaluate_plans(db: Database, ref: SystemRef, m: ModelArch, plans: dict[str, np.ndarray], seq: int, gb: int,
-                   precision: str, flash: bool = True, layouts: dict[int, list[int]] | None = None
-                   ) -> dict[str, np.ndarray]:
+                   precision: str, flash: bool = True, layouts: dict[int, list[int]] | None = None,
+                   ep_overlap: bool = False) -> dict[str, np.ndarray]:
     """Step time, its parts, MFU and memory per GPU for many plans at once (numpy arrays, one entry a plan).
 
     ``plans`` holds integer arrays ``tp, pp, dp, cp, ep, vp, mb, rec`` (index into RECOMPUTE), ``zero`` and
-    ``sp``; ``layouts`` maps a pipeline depth to its layers per stage (default: as even as possible).
+    ``sp``; ``layouts`` maps a pipeline depth to its layers per stage (default: as even as possible);
+    ``ep_overlap`` hides expert-parallel all-to-alls behind another micro-batch's compute (DualPipe).
     The per-layer costs (the expensive roofline and comm work) depend only on (tp, cp, ep, mb,
     recompute, sp) and are computed once per distinct combination; everything else is array arithmetic.
     """
@@ -386,6 +396,7 @@ def evaluate_plans(db: Database, ref: SystemRef, m: ModelArch, plans: dict[str, 
         s_ = bool(key[5])
         tr = _Trainer(db, ref, m, t, 1, 1, c, e, s_, b, seq, precision, flash)
         tr._cache = coll_cache
+        tr.ep_overlap = ep_overlap
         dparts = tr.layer(False, RECOMPUTE[r]) if m.dense_mlp_layers else _Parts()
         mparts = tr.layer(True, RECOMPUTE[r]) if m.moe_layers else _Parts()
         sel = inv == u

@@ -267,6 +267,7 @@ def _train(case: Case, db: Database) -> float:
     recompute = t.recompute or "none"
     zero = t.zero if t.zero is not None else 1
     flash = _has_flash_attention(t.framework)
+    ep_overlap = _overlaps_expert_comm(t.framework)
     mbs = [t.micro_batch] if t.micro_batch else [1, 2, 4, 8]
     best, err = None, None
     for mb in mbs:
@@ -274,7 +275,7 @@ def _train(case: Case, db: Database) -> float:
             r = estimate_training(case.model, case.system, gpus, seq_len=t.seq_len, global_batch=t.global_batch,
                                   tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vp=vp, micro_batch=mb,
                                   sequence_parallel=t.sequence_parallel, precision=precision, recompute=recompute,
-                                  zero=zero, flash_attention=flash, db=db)
+                                  zero=zero, flash_attention=flash, ep_overlap=ep_overlap, db=db)
         except InputError as e:
             err = e
             continue
@@ -283,6 +284,11 @@ def _train(case: Case, db: Database) -> float:
     if best is None:
         raise Unsupported(str(err))
     return getattr(best, case.measured.metric)
+
+
+def _overlaps_expert_comm(framework: str | None) -> bool:
+    """DeepSeek's DualPipe schedule overlaps each micro-batch's all-to-alls with another's computation."""
+    return "dualpipe" in (framework or "").lower()
 
 
 def _has_flash_attention(framework: str | None) -> bool:

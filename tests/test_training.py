@@ -150,3 +150,17 @@ def test_estimate_train_cli_json_and_tokens():
     res = CliRunner().invoke(app, ["estimate", "train", "--model", "llama-3.1-8b", "--system", "dgx-h100", "--gpus",
                                    "8", "--tp", "3", "--seq-len", "4096", "--global-batch", "64"])
     assert res.exit_code == 2 and "--gpus 8" in res.stderr
+
+
+def test_ep_overlap_hides_all_to_all_behind_compute(db):
+    """DualPipe-style overlap: exposed EP time = max(0, all-to-all - layer compute) per layer, so it can
+    only shrink the step, never below the run without any EP communication."""
+    from perfmodel.training import estimate_training
+
+    kw = dict(seq_len=4096, global_batch=1024, tp=1, pp=8, ep=32, precision="fp8", recompute="selective", db=db)
+    plain = estimate_training("deepseek-v3", "h800-node", 512, **kw)
+    over = estimate_training("deepseek-v3", "h800-node", 512, ep_overlap=True, **kw)
+    assert plain.time_breakdown_s["ep_comm"] > 0
+    assert over.time_breakdown_s["ep_comm"] < plain.time_breakdown_s["ep_comm"]
+    assert over.step_time_s < plain.step_time_s
+    assert over.time_breakdown_s["compute"] == pytest.approx(plain.time_breakdown_s["compute"])

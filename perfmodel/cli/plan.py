@@ -50,6 +50,7 @@ def train(
     objective: Annotated[str, typer.Option("--objective", help="time, cost (per token) or energy (per token).")] = "time",
     top: Annotated[int, typer.Option("--top", help="How many plans to show.")] = 5,
     allow_cross_node_tp: Annotated[bool, typer.Option("--allow-cross-node-tp", help="Let TP span nodes.")] = False,
+    ep_overlap: Annotated[bool, typer.Option("--ep-overlap", help="Expert-parallel all-to-alls overlap another micro-batch's compute (DualPipe).")] = False,
     offload_scheme: Annotated[Optional[str], typer.Option("--offload-scheme", help="zero-offload, zero-infinity or fuyou.")] = None,
     host_memory: HostMemoryOpt = None,
     cxl: CxlOpt = None,
@@ -75,7 +76,7 @@ def train(
         return
     with _spinner("searching training layouts", json_out):
         res = plan_training(model, system, parse_gpus(gpus), seq_len, global_batch, precision, objective, top,
-                            allow_cross_node_tp, db)
+                            allow_cross_node_tp, db, ep_overlap=ep_overlap)
     if json_out:
         print_json({
             "model": res.model, "system": res.system, "objective": res.objective, "evaluated": res.evaluated,
