@@ -110,6 +110,15 @@ _COMPUTE_FALLBACK = {
 }
 
 
+def _per_dtype(specs: dict, name: str, fallback: float, fallbacks: list[str]) -> dict[str, float]:
+    """A per-dtype efficiency table with a ``_default`` (its BF16 entry, else any, else ``fallback``)."""
+    out = {d.value: s.value for d, s in specs.items()}
+    if not out:
+        fallbacks.append(name)
+    out["_default"] = out.get("bf16", next(iter(out.values()), fallback))
+    return out
+
+
 def device_rates(acc: Accelerator, sustained: bool = True) -> DeviceRates:
     """Resolve peaks per dtype (with the fallbacks a framework would use) and efficiency numbers.
 
@@ -124,22 +133,8 @@ def device_rates(acc: Accelerator, sustained: bool = True) -> DeviceRates:
                     break
     eff = acc.efficiency
     fallbacks = []
-    frac = {d.value: s.value for d, s in eff.gemm_peak_fraction.items()}
-    if "bf16" in frac:
-        frac["_default"] = frac["bf16"]
-    elif frac:
-        frac["_default"] = next(iter(frac.values()))
-    else:
-        frac["_default"] = FALLBACK_GEMM_FRACTION
-        fallbacks.append("gemm_peak_fraction")
-    ratio = {d.value: s.value for d, s in eff.sustained_gemm_ratio.items()}
-    if "bf16" in ratio:
-        ratio["_default"] = ratio["bf16"]
-    elif ratio:
-        ratio["_default"] = next(iter(ratio.values()))
-    else:
-        ratio["_default"] = FALLBACK_SUSTAINED_RATIO
-        fallbacks.append("sustained_gemm_ratio")
+    frac = _per_dtype(eff.gemm_peak_fraction, "gemm_peak_fraction", FALLBACK_GEMM_FRACTION, fallbacks)
+    ratio = _per_dtype(eff.sustained_gemm_ratio, "sustained_gemm_ratio", FALLBACK_SUSTAINED_RATIO, fallbacks)
     attn = {k: v.value for k, v in eff.attention_peak_fraction.items()}
     ramp = {k: v.value for k, v in eff.attention_ramp_keys.items()}
     g_ratio = {d.value: v.value for d, v in eff.grouped_gemm_ratio.items()}

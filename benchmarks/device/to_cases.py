@@ -28,6 +28,14 @@ def _setup(env: dict) -> str:
             f"2026-11-23")
 
 
+def _case(n: int, kind: str, results: str, system: str, acc: str, block: dict, metric: str, value: float,
+          notes: str) -> dict:
+    return {"id": f"P{n:03d}", "kind": kind,
+            "source": f"perfmodel's own measurement, benchmarks/device/measure_gpu.py ({results})",
+            "tier": "A", "system": system, "device": acc, "gpus": 1, kind: block,
+            "measured": {"metric": metric, "value": value}, "notes": notes}
+
+
 def cases() -> list[dict]:
     out: list[dict] = []
     n = 0
@@ -43,17 +51,12 @@ def cases() -> list[dict]:
                         if m <= 64 else "")
                 op = ("torch.matmul (cuBLAS), BF16 in and out" if dtype == "bf16" else
                       "torch._scaled_mm (cuBLASLt), FP8 e4m3 in with per-tensor scales, BF16 out")
-                out.append({
-                    "id": f"P{n:03d}", "kind": "gemm",
-                    "source": f"perfmodel's own measurement, benchmarks/device/measure_gpu.py --burst "
-                              f"(results/{dev}_gemm_burst.json)",
-                    "tier": "A", "system": system, "device": acc, "gpus": 1,
-                    "gemm": {"m": r["m"], "n": r["n"], "k": r["k"], "dtype": dtype},
-                    "measured": {"metric": "tflops", "value": round(r["tflops"], 1)},
-                    "notes": f"{label}: C[M,N] = A[M,K] W[N,K]^T, {op}; shape '{shape}'. Best of 3 CUDA-graph "
-                             f"replays of ~10 ms each after a 0.3 s pause (short-run clock); weights rotate over "
-                             f"{r['weight_copies']} copies so every call reads them from HBM. {env}.{circ}",
-                })
+                out.append(_case(
+                    n, "gemm", f"--burst, results/{dev}_gemm_burst.json", system, acc,
+                    {"m": r["m"], "n": r["n"], "k": r["k"], "dtype": dtype}, "tflops", round(r["tflops"], 1),
+                    f"{label}: C[M,N] = A[M,K] W[N,K]^T, {op}; shape '{shape}'. Best of 3 CUDA-graph replays of "
+                    f"~10 ms each after a 0.3 s pause (short-run clock); weights rotate over {r['weight_copies']} "
+                    f"copies so every call reads them from HBM. {env}.{circ}"))
         sweep = json.loads((RESULTS / f"{dev}_sweep_sustained.json").read_text())
         env = _setup(sweep["environment"])
         for r in sweep["sections"]["membw"]:
@@ -62,17 +65,11 @@ def cases() -> list[dict]:
             n += 1
             how = ("torch.sum over one 4 GiB FP32 array" if r["op"] == "read" else
                    "torch.add(b, c, alpha=3, out=a) over three 4 GiB FP32 arrays (bytes = 3 x 4 GiB)")
-            out.append({
-                "id": f"P{n:03d}", "kind": "membw",
-                "source": f"perfmodel's own measurement, benchmarks/device/measure_gpu.py "
-                          f"(results/{dev}_sweep_sustained.json)",
-                "tier": "A", "system": system, "device": acc, "gpus": 1,
-                "membw": {"op": r["op"], "bytes": r["bytes"]},
-                "measured": {"metric": "gbps", "value": round(r["gbps"], 0)},
-                "notes": f"{label}: {how}, median of 5 CUDA-graph replays. {env}." + (
-                    " Partly circular: h200-sxm's memory_bandwidth_fraction is the same session's GEMM weight-"
-                    "streaming rate." if dev == "h200" else ""),
-            })
+            circ = (" Partly circular: h200-sxm's memory_bandwidth_fraction is the same session's GEMM weight-"
+                    "streaming rate." if dev == "h200" else "")
+            out.append(_case(n, "membw", f"results/{dev}_sweep_sustained.json", system, acc,
+                             {"op": r["op"], "bytes": r["bytes"]}, "gbps", round(r["gbps"], 0),
+                             f"{label}: {how}, median of 5 CUDA-graph replays. {env}.{circ}"))
     return out
 
 
