@@ -143,3 +143,18 @@ def test_missing_measurements_are_named_with_what_replaces_them(db):
     assert "a100-sxm-80gb: no measured attention_peak_fraction; assumed fused attention at the GEMM rate" in notes
     assert any("sustained_gemm_ratio" in n and "0.86" in n for n in notes)
     assert fallback_notes(device_rates(db.accelerator("h100-sxm"))) == []
+
+
+def test_llama8b_training_layer_within_ten_percent_of_measurement(db):
+    """Forward + backward of a Llama-3.1-8B-shaped layer in BF16 on one H100 (cuBLAS, cuDNN attention,
+    compiled norms; measure_train_layer.py) against the training model's per-layer compute."""
+    from perfmodel.models import get_model
+    from perfmodel.training import _Trainer
+
+    ref = db.resolve_system("1 x h100-sxm")
+    m = get_model("llama-3.1-8b")
+    rows = _load("h100_train_layer.json")["rows"]
+    assert len(rows) == 3
+    for row in rows:
+        tr = _Trainer(db, ref, m, 1, 1, 1, 1, 1, False, row["micro_batch"], row["seq"], "bf16")
+        assert tr.layer(False, "none").compute * 1e3 == pytest.approx(row["fwd_bwd_ms_per_layer"], rel=0.10), row
