@@ -93,7 +93,10 @@ class DeviceRates:
         frac = (self.attention_fraction or {}).get(which)
         if frac is None:
             return self.achievable_tflops(dtype)
-        rate = self.peaks["bf16" if dtype in ("fp8", "fp4", "int8") else dtype] * frac
+        # attention runs in 16-bit even in FP8/FP4 deployments (the KV cache may be 8-bit)
+        rate = self.peaks.get("bf16" if dtype in ("fp8", "fp4", "int8") else dtype, self.peaks.get("bf16", 0.0)) * frac
+        if rate <= 0:
+            return self.achievable_tflops(dtype)
         ramp = (self.attention_ramp or {}).get(which, 0.0)
         if keys is None or ramp <= 0:
             return rate

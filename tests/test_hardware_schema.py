@@ -164,3 +164,18 @@ def test_extends_overlay_merges_onto_base(write):
 def test_extends_unknown_base(write):
     with pytest.raises(InputError, match="test-gpu"):
         parse_entry(read_yaml(write("o.yaml", "extends: test-gpx\n")), "o.yaml", {"test-gpu": {}})
+
+
+@pytest.mark.parametrize("block,field", [
+    ("sustained_gemm_ratio:\n    bf16: {value: 86, source: ds}", "efficiency.sustained_gemm_ratio.bf16.value"),
+    ("attention_peak_fraction:\n    forward: {value: 58, source: ds}", "efficiency.attention_peak_fraction.forward.value"),
+    ("grouped_gemm_ratio:\n    fp8: {value: 82, source: ds}", "efficiency.grouped_gemm_ratio.fp8.value"),
+])
+def test_measured_efficiency_fractions_in_percent_are_rejected(write, block, field):
+    msg = _err(write("a.yaml", GOOD_ACC + "efficiency:\n  " + block + "\n"))
+    assert field in msg and "percent" in msg
+
+
+def test_attention_pass_must_be_forward_or_backward(write):
+    msg = _err(write("a.yaml", GOOD_ACC + "efficiency:\n  attention_peak_fraction:\n    sideways: {value: 0.5, source: ds}\n"))
+    assert "attention_peak_fraction" in msg and "sideways" in msg
