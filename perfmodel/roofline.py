@@ -28,6 +28,7 @@ from .hardware import Accelerator
 TILE_M = 128
 TILE_N = 128
 SPLIT_K_CHUNK = 256  # smallest K slice a split-K kernel hands to one SM
+STREAM_K_STEP = 64  # K depth of one main-loop iteration, the unit stream-K deals out
 
 # Used only when a device's spec file has no measured value; `efficiency_report()` lists which.
 FALLBACK_GEMM_FRACTION = 0.7
@@ -167,16 +168,21 @@ def _tile_utilisation_scalar(m: float, n: float, k: float, sms: int, groups: flo
     tm, tn = math.ceil(m / TILE_M), math.ceil(n / TILE_N)
     tiles = tm * tn * max(math.ceil(groups), 1)
     pad = (m * n) / (tm * TILE_M * tn * TILE_N)
-    split = min(max(math.floor(sms / max(tiles, 1)), 1), max(math.floor(k / SPLIT_K_CHUNK), 1))
-    work = tiles * split
+    if tiles >= sms and groups <= 1:
+        work = tiles * max(math.ceil(k / STREAM_K_STEP), 1)
+    else:
+        work = tiles * min(max(math.floor(sms / max(tiles, 1)), 1), max(math.floor(k / SPLIT_K_CHUNK), 1))
     return pad * work / (math.ceil(work / sms) * sms)
 
 
 def tile_utilisation(m, n, k, sms: int, groups=1):
     """Share of the machine's tensor throughput a GEMM's tiling keeps busy (0-1].
 
-    ``groups`` independent GEMMs of the same shape launched as one grouped/batched kernel (MoE experts,
-    per-head products) share the waves. Scalars take a plain-Python path (plan searches call this often).
+    Fewer output tiles than SMs: split-K fills the machine. More: the library's stream-K scheduling
+    (CUTLASS 3 / cuBLASLt / hipBLASLt) deals the tiles' main-loop iterations out evenly over the SMs, so
+    only the last partial round of iterations, not a whole wave of tiles, is lost. ``groups``
+    independent GEMMs of the same shape launched as one grouped/batched kernel (MoE experts, per-head
+    products) share whole-tile waves. Scalars take a plain-Python path (plan searches call this often).
     """
     if all(np.ndim(x) == 0 for x in (m, n, k, groups)):
         return _tile_utilisation_scalar(float(m), float(n), float(k), sms, float(groups))
@@ -185,7 +191,8 @@ def tile_utilisation(m, n, k, sms: int, groups=1):
     tiles = tm * tn * np.maximum(np.ceil(groups), 1)
     pad = (m * n) / (tm * TILE_M * tn * TILE_N)
     split = np.clip(np.floor(sms / np.maximum(tiles, 1)), 1, np.maximum(np.floor(k / SPLIT_K_CHUNK), 1))
-    work = tiles * split
+    stream_k = (tiles >= sms) & (groups <= 1)
+    work = np.where(stream_k, tiles * np.maximum(np.ceil(k / STREAM_K_STEP), 1), tiles * split)
     waves = np.ceil(work / sms)
     return pad * work / (waves * sms)
 
