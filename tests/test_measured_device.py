@@ -158,3 +158,22 @@ def test_llama8b_training_layer_within_ten_percent_of_measurement(db):
     for row in rows:
         tr = _Trainer(db, ref, m, 1, 1, 1, 1, 1, False, row["micro_batch"], row["seq"], "bf16")
         assert tr.layer(False, "none").compute * 1e3 == pytest.approx(row["fwd_bwd_ms_per_layer"], rel=0.10), row
+
+
+@pytest.mark.parametrize("dev,system", [("h100", "1 x h100-sxm"), ("h200", "1 x h200-sxm")])
+def test_llama8b_fp8_steps_against_measurement(db, dev, system):
+    """The same decoder with FP8 weights and activations (torch._scaled_mm, quantisation fused into the
+    norms) and a BF16 KV cache (measure_fp8_decode.py). Decode lands within 4%; prefill of 512 tokens is
+    the loosest point (+11% on the H100: FP8 GEMMs at M = 512 run faster than the model's roofline gives
+    them), so prefill is held to 15%."""
+    rows = _load(f"{dev}_fp8_decode.json")["rows"]
+    sm = StepModel("llama-3.1-8b", system, precision="fp8", kv_precision="bf16", db=db)
+    assert len(rows) == 6
+    for row in rows:
+        if row["phase"] == "decode":
+            b = row["batch"]
+            pred_s = sm.ctx.step("decode", b, b, row["context"], b).time_s
+            assert pred_s * 1e3 == pytest.approx(row["step_ms"], rel=0.10), row
+        else:
+            pred_s = sm.ctx.step("prefill", 1, row["seq"], row["seq"], 1).time_s
+            assert pred_s * 1e3 == pytest.approx(row["step_ms"], rel=0.15), row
