@@ -211,9 +211,10 @@ class Efficiency(Strict):
     runs at the sustained GEMM rate. ``grouped_gemm_ratio`` and ``grouped_gemm_gbps`` describe the grouped
     kernels MoE experts run on: their compute-bound rate relative to a dense GEMM's, and the rate they
     stream expert weights at when few tokens reach each expert, which a grouped kernel's in-flight loads
-    cap below what HBM allows (the same ~2.3-2.9 TB/s measured on H100 and on the faster-memory H200). ``memory_bandwidth_fraction`` is
-    the achievable share of the HBM bandwidth (STREAM/BabelStream copy); ``kernel_floor_us`` the
-    smallest time a kernel takes (launch plus ramp), which dominates tiny decode steps.
+    cap below what HBM allows (the same ~2.3-2.9 TB/s measured on H100 and on the faster-memory H200).
+    ``memory_bandwidth_fraction`` is the achievable share of the HBM bandwidth (STREAM/BabelStream
+    copy); ``kernel_floor_us`` the smallest time a kernel takes (launch plus ramp), which dominates tiny
+    decode steps.
     """
 
     gemm_peak_fraction: dict[Dtype, Spec] = Field(default_factory=dict)

@@ -171,12 +171,12 @@ class _Ctx:
             n = op.count * count
             if op.kind == "gemm":
                 t, fl, by, tc, tm = gemm_time(r, op.m, op.n, op.k, self.dtype, ACT_BYTES if self.dtype in (
-                    "bf16", "fp16") else 1.0, op.w_bytes, ACT_BYTES, op.groups, op.meta.get("grouped", False))
+                    "bf16", "fp16") else 1.0, op.w_bytes, ACT_BYTES, op.groups, op.grouped)
                 t, fl, by, tc, tm = float(t), float(fl), float(by), float(tc), float(tm)
                 floor = r.floor_s
             elif op.kind == "attention":
                 t, tc, tm = (float(x) for x in attention_time(r, op.flops, op.nbytes, op.tiles, "bf16",
-                                                              keys=op.meta.get("keys")))
+                                                              keys=op.keys))
                 fl, by, floor = op.flops, op.nbytes, r.floor_s
             elif op.kind == "memory":
                 t, tm = (float(x) for x in memory_time(r, op.nbytes))

@@ -60,6 +60,8 @@ class Op:
     flops: float = 0.0
     nbytes: float = 0.0
     tiles: float = 0.0  # parallel work items of an attention kernel
+    keys: float | None = None  # keys each query visits in an attention kernel (its rate ramps with them)
+    grouped: bool = False  # a grouped (MoE expert) GEMM kernel rather than a dense or batched one
     collective: str = ""
     group: int = 1
     meta: dict = field(default_factory=dict)
@@ -151,7 +153,7 @@ def layer_ops(model: ModelArch, shard: Shard, tokens: float, seqs: float, ctx: f
             ops.append(Op("absorb_uk", "gemm", m=T, n=rkv, k=d, groups=a_loc, w_bytes=w_bytes))
             flops = 2 * T * L * a_loc * (2 * rkv + dr)
             nbytes = seqs * L * (rkv + dr) * kv_bytes + T * a_loc * (2 * rkv + dr) * act_bytes
-            ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes, meta={"keys": L},
+            ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes, keys=L,
                           tiles=seqs * max(a_loc / 16, 1)))
             ops.append(Op("absorb_uv", "gemm", m=T, n=dv, k=rkv, groups=a_loc, w_bytes=w_bytes))
         else:
@@ -159,7 +161,7 @@ def layer_ops(model: ModelArch, shard: Shard, tokens: float, seqs: float, ctx: f
             pairs = seqs * L * (L + 1) / 2
             flops = 2 * pairs * a_loc * ((d + dr) + dv)
             nbytes = T * a_loc * (2 * (d + dr) + 2 * dv) * act_bytes + seqs * L * (rkv + dr) * kv_bytes
-            ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes, meta={"keys": L},
+            ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes, keys=L,
                           tiles=seqs * a_loc * max(L / 128, 1)))
         ops.append(Op("o_proj", "gemm", m=T, n=h, k=a_loc * dv, w_bytes=w_bytes))
     else:
@@ -168,7 +170,7 @@ def layer_ops(model: ModelArch, shard: Shard, tokens: float, seqs: float, ctx: f
         if phase == "decode":
             flops = 4 * T * L * a_loc * d
             nbytes = seqs * L * 2 * kv_loc * d * kv_bytes + 2 * T * a_loc * d * act_bytes
-            ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes, meta={"keys": L},
+            ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes, keys=L,
                           tiles=seqs * kv_loc))
         else:
             pairs = seqs * L * (L + 1) / 2 if not window else seqs * (L * (L + 1) / 2 + max(ctx - L, 0) * L)
@@ -176,7 +178,7 @@ def layer_ops(model: ModelArch, shard: Shard, tokens: float, seqs: float, ctx: f
                 pairs = seqs * L * L
             flops = 4 * pairs * a_loc * d
             nbytes = T * (2 * a_loc + 2 * kv_loc) * d * act_bytes + T * 2 * kv_loc * d * kv_bytes
-            ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes, meta={"keys": L},
+            ops.append(Op("attention", "attention", flops=flops, nbytes=nbytes, keys=L,
                           tiles=seqs * a_loc * max(ctx / 128, 1)))
             if not flash:
                 ops.append(Op("softmax_dropout", "memory", nbytes=13 * seqs * a_loc * L * L))
@@ -220,10 +222,10 @@ def _mlp_ops(model: ModelArch, shard: Shard, T: float, act_bytes: float, w_bytes
     m_per_expert = tokens_routed * k / max(distinct_all, 1e-9)
     meta = {"distinct_experts": distinct_all, "tokens_per_expert": m_per_expert}
     ops.append(Op("experts_up", "gemm", m=m_per_expert, n=up * fe, k=h, groups=distinct_loc, w_bytes=w_bytes,
-                  meta={**meta, "grouped": True}))
+                  meta=meta, grouped=True))
     ops.append(Op("experts_act", "memory", nbytes=m_per_expert * distinct_loc * (up + 1) * fe * act_bytes))
     ops.append(Op("experts_down", "gemm", m=m_per_expert, n=h, k=fe, groups=distinct_loc, w_bytes=w_bytes,
-                  meta={"grouped": True}))
+                  grouped=True))
     ops.append(Op("moe_combine", "memory", nbytes=T * (k + 1) * h * act_bytes))
     if model.shared_experts:
         fs = model.shared_experts * model.d_shared_expert / (1 if shard.attention_dp else shard.tp)

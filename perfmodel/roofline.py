@@ -42,7 +42,8 @@ FALLBACK_SUSTAINED_RATIO = 0.86
 
 _FALLBACK_TEXT = {
     "gemm_peak_fraction": f"GEMMs at {FALLBACK_GEMM_FRACTION:g} of peak",
-    "sustained_gemm_ratio": f"{FALLBACK_SUSTAINED_RATIO:g} of the short-run GEMM rate under load (H100/H200 measurement)",
+    "sustained_gemm_ratio": f"{FALLBACK_SUSTAINED_RATIO:g} of the short-run GEMM rate under load "
+                            "(H100/H200 measurement)",
     "grouped_gemm_ratio": "MoE expert GEMMs timed as dense GEMMs",
     "attention_peak_fraction": "fused attention at the GEMM rate",
     "memory_bandwidth_fraction": f"{FALLBACK_MEMORY_FRACTION:g} of HBM bandwidth",
@@ -69,12 +70,12 @@ class DeviceRates:
     gemm_fraction: dict[str, float]
     peaks: dict[str, float]
     fallbacks: tuple[str, ...]
-    sustained_ratio: dict[str, float] = None  # type: ignore[assignment]
-    sustained: bool = True
-    attention_fraction: dict[str, float] = None  # type: ignore[assignment]
-    attention_ramp: dict[str, float] = None  # type: ignore[assignment]
-    grouped_ratio: dict[str, float] = None  # type: ignore[assignment]
-    grouped_gbps: dict[str, float] = None  # type: ignore[assignment]
+    sustained_ratio: dict[str, float]
+    sustained: bool
+    attention_fraction: dict[str, float]
+    attention_ramp: dict[str, float]
+    grouped_ratio: dict[str, float]
+    grouped_gbps: dict[str, float]
 
     def peak_tflops(self, dtype: str) -> float:
         return self.peaks[dtype]
@@ -83,7 +84,7 @@ class DeviceRates:
         """Large-GEMM TFLOP/s: sustained (a job's steady state) or, with ``sustained=False``, the short-run
         figure a GEMM microbenchmark reports."""
         burst = self.peaks[dtype] * self.gemm_fraction.get(dtype, self.gemm_fraction["_default"])
-        if not self.sustained or not self.sustained_ratio:
+        if not self.sustained:
             return burst
         return burst * self.sustained_ratio.get(dtype, self.sustained_ratio["_default"])
 
@@ -91,17 +92,16 @@ class DeviceRates:
         """Fused-attention TFLOP/s of one pass over ``keys`` keys per query tile: measured
         (``attention_peak_fraction`` with its ``attention_ramp_keys``) or, without a measurement, the GEMM rate."""
         which = "backward" if backward else "forward"
-        frac = (self.attention_fraction or {}).get(which)
-        if frac is None:
-            return self.achievable_tflops(dtype)
+        frac = self.attention_fraction.get(which)
         # attention runs in 16-bit even in FP8/FP4 deployments (the KV cache may be 8-bit)
-        rate = self.peaks.get("bf16" if dtype in ("fp8", "fp4", "int8") else dtype, self.peaks.get("bf16", 0.0)) * frac
-        if rate <= 0:
+        peak = self.peaks.get("bf16" if dtype in ("fp8", "fp4", "int8") else dtype, self.peaks.get("bf16", 0.0))
+        if frac is None or peak <= 0:
             return self.achievable_tflops(dtype)
-        ramp = (self.attention_ramp or {}).get(which, 0.0)
+        rate = peak * frac
+        ramp = self.attention_ramp.get(which, 0.0)
         if keys is None or ramp <= 0:
             return rate
-        return rate * keys / (keys + ramp) if np.ndim(keys) == 0 else rate * np.asarray(keys) / (np.asarray(keys) + ramp)
+        return rate * keys / (keys + ramp)
 
     @property
     def achievable_gbps(self) -> float:
@@ -212,8 +212,8 @@ def gemm_time(rates: DeviceRates, m, n, k, dtype: str, in_bytes: float, w_bytes:
     util = tile_utilisation(m, n, k, rates.sms, groups)
     tflops, gbps = rates.achievable_tflops(dtype), rates.achievable_gbps
     if grouped:
-        tflops *= (rates.grouped_ratio or {}).get(dtype, 1.0)
-        gbps = min(gbps, (rates.grouped_gbps or {}).get(dtype, gbps))
+        tflops *= rates.grouped_ratio.get(dtype, 1.0)
+        gbps = min(gbps, rates.grouped_gbps.get(dtype, gbps))
     t_comp = flops / (tflops * 1e12 * util)
     t_mem = nbytes / (gbps * 1e9)
     peak = max(t_comp, t_mem) if scalar else np.maximum(t_comp, t_mem)

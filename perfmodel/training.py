@@ -44,7 +44,8 @@ from .errors import InputError
 from .flops import iteration_flops
 from .models import ModelArch, get_model
 from .ops import Op, Shard, head_ops, layer_ops
-from .roofline import DeviceRates, attention_time, device_rates, fallback_notes, gemm_time, memory_time
+from .roofline import (DeviceRates, attention_time, device_rates, fallback_notes, gemm_time,
+                       memory_time)
 from .specdb import Database, SystemRef, load_database
 
 ACT_BYTES = 2.0
@@ -126,7 +127,7 @@ def bubble_fraction(pp: int, m: int, vp: int = 1) -> float:
 
 class _Trainer:
     def __init__(self, db: Database, ref: SystemRef, m: ModelArch, tp: int, pp: int, dp: int, cp: int, ep: int,
-                 sp: bool, mb: int, seq: int, precision: str, flash: bool = True):
+                 sp: bool, mb: int, seq: int, precision: str, flash: bool = True, ep_overlap: bool = False):
         self.db, self.ref, self.m = db, ref, m
         self.tp, self.pp, self.dp, self.cp, self.ep, self.sp = tp, pp, dp, cp, ep, sp
         self.mb, self.seq, self.flash = mb, seq, flash
@@ -136,7 +137,7 @@ class _Trainer:
         self.sys = ref.system
         self.per_node = ref.system.gpus_per_node
         self._cache: dict[tuple, float] = {}
-        self.ep_overlap = False
+        self.ep_overlap = ep_overlap
 
     # -- communication on the tier each group spans -------------------------------------------------
     def coll(self, name: str, nbytes: float, n: int, stride: int) -> float:
@@ -193,7 +194,7 @@ class _Trainer:
         r = self.rates
         if op.kind == "gemm":
             args = (self.dtype, self.in_bytes, op.w_bytes, ACT_BYTES)
-            g = op.meta.get("grouped", False)
+            g = op.grouped
             f = gemm_time(r, op.m, op.n, op.k, *args, groups=op.groups, grouped=g)[0]
             dgrad = gemm_time(r, op.m, op.k, op.n, *args, groups=op.groups, grouped=g)[0]
             wgrad = gemm_time(r, op.k, op.n, op.m, *args, groups=op.groups, grouped=g)[0]
@@ -206,9 +207,8 @@ class _Trainer:
             return float(f), float(dgrad + wgrad)
         if op.kind == "attention":
             flops = op.flops * self.cp  # local queries attend to all keys around the ring
-            keys = op.meta.get("keys")
-            f = attention_time(r, flops, op.nbytes, op.tiles, keys=keys)[0]
-            b = attention_time(r, 2.5 * flops, 2 * op.nbytes, op.tiles, backward=True, keys=keys)[0]
+            f = attention_time(r, flops, op.nbytes, op.tiles, keys=op.keys)[0]
+            b = attention_time(r, 2.5 * flops, 2 * op.nbytes, op.tiles, backward=True, keys=op.keys)[0]
             return float(f), float(b)
         f = memory_time(r, op.nbytes)[0]
         return float(f), float(memory_time(r, 2 * op.nbytes)[0])
@@ -394,9 +394,8 @@ def evaluate_plans(db: Database, ref: SystemRef, m: ModelArch, plans: dict[str, 
     for u, key in enumerate(uniq):
         t, c, e, b, r = (int(x) for x in key[:5])
         s_ = bool(key[5])
-        tr = _Trainer(db, ref, m, t, 1, 1, c, e, s_, b, seq, precision, flash)
+        tr = _Trainer(db, ref, m, t, 1, 1, c, e, s_, b, seq, precision, flash, ep_overlap)
         tr._cache = coll_cache
-        tr.ep_overlap = ep_overlap
         dparts = tr.layer(False, RECOMPUTE[r]) if m.dense_mlp_layers else _Parts()
         mparts = tr.layer(True, RECOMPUTE[r]) if m.moe_layers else _Parts()
         sel = inv == u

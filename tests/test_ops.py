@@ -32,6 +32,6 @@ def test_dense_layer_has_no_permutation():
 def test_attention_carries_its_key_length():
     m = get_model("llama-3.1-8b")
     ops = _by_name(layer_ops(m, Shard(tp=1), 2048, 1, 2048, "prefill", 2.0, 2.0, 2.0, moe=False))
-    assert ops["attention"].meta["keys"] == 2048
+    assert ops["attention"].keys == 2048
     # causal prefill FLOPs: 4 * (s(s+1)/2) * heads * head_dim
     assert ops["attention"].flops == pytest.approx(4 * 2048 * 2049 / 2 * 32 * 128)

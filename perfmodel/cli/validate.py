@@ -9,8 +9,8 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from ..validate import builtin_case_paths, load_cases, run_validation, summarise, worst
 from ..errors import InputError
+from ..validate import builtin_case_paths, load_cases, run_validation, summarise, worst
 from .common import JsonOpt, SpecsOpt, console, database, fmt_num, print_json
 
 
@@ -31,7 +31,8 @@ def validate(
     Example: perfmodel validate --kind infer --plot errors.png
     """
     db = database(specs)
-    sets = {"public": builtin_case_paths()[:1], "measured": builtin_case_paths()[1:], "all": builtin_case_paths()}
+    shipped = builtin_case_paths()
+    sets = {"public": shipped[:1], "measured": shipped[1:], "all": shipped}
     if case_set not in sets:
         raise InputError(f"--set: expected public, measured or all (got '{case_set}')")
     paths = list(files) if files else sets[case_set]
