@@ -3,10 +3,16 @@
 These are software settings, not hardware: the largest batch a scheduler admits, the tokens it batches
 in one prefill step, the share of GPU memory it takes, and the KV-cache page size. Each default is the
 engine's documented one; ``default`` is a memory-limited engine with TensorRT-LLM-like settings.
+
+``trtllm-bench`` is TensorRT-LLM's benchmark flow, which does not use fixed limits: ``trtllm-bench build
+--dataset`` (and the PyTorch backend's ``throughput`` without explicit limits) sizes the batch and the
+token budget from the workload; ``trtllm_bench_limits`` restates that heuristic.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 from .errors import InputError
@@ -21,6 +27,7 @@ class Engine:
     block_tokens: int  # KV-cache page size
     source: str
     fraction_of_free: bool = False  # TensorRT-LLM: KV gets a fraction of memory left after weights
+    tuned: bool = False  # limits sized per workload by ``trtllm_bench_limits``; the fields are its ceilings
 
 
 ENGINES = {
@@ -31,6 +38,11 @@ ENGINES = {
     "trtllm": Engine("trtllm", 2048, 8192, 0.90, 32,
                      "TensorRT-LLM trtllm-build defaults (https://nvidia.github.io/TensorRT-LLM/commands/trtllm-build.html)",
                      True),
+    "trtllm-bench": Engine("trtllm-bench", 4096, 8192, 0.95, 32,
+                           "TensorRT-LLM trtllm-bench: max_batch_size / max_num_tokens from the dataset's ISL/OSL "
+                           "(tensorrt_llm/bench/build/tuning.py, calc_engine_setting and finetune_setting); "
+                           "kv_cache_free_gpu_mem_fraction 0.95 as NVIDIA runs it "
+                           "(docs/source/performance/perf-overview.md)", True, True),
     "vllm": Engine("vllm", 256, 8192, 0.90, 16,
                    "vLLM engine arguments: max_num_seqs 256, gpu_memory_utilization 0.9, block_size 16 "
                    "(https://docs.vllm.ai/en/latest/configuration/engine_args.html)"),
@@ -42,9 +54,11 @@ ENGINES = {
 
 def get_engine(name: str | None) -> Engine:
     key = (name or "default").lower()
-    for alias, eng in (("tensorrt", "trtllm"), ("trt", "trtllm"), ("vllm", "vllm"), ("sglang", "sglang")):
+    for alias, eng in (("trtllm-bench", "trtllm-bench"), ("tensorrt", "trtllm"), ("trt", "trtllm"), ("vllm", "vllm"),
+                       ("sglang", "sglang")):
         if key.startswith(alias):
             key = eng
+            break
     if key not in ENGINES:
         raise InputError(f"--engine: expected one of {', '.join(ENGINES)} (got '{name}')")
     return ENGINES[key]
@@ -53,7 +67,45 @@ def get_engine(name: str | None) -> Engine:
 def engine_from_text(text: str | None) -> str | None:
     """The engine a free-text description names (validation cases), or None for the default."""
     t = (text or "").lower()
-    for needle, key in (("tensorrt", "trtllm"), ("trt-llm", "trtllm"), ("vllm", "vllm"), ("sglang", "sglang")):
+    for needle, key in (("trtllm-bench", "trtllm-bench"), ("gptmanagerbenchmark", "trtllm-bench"), ("tensorrt", "trtllm"), ("trt-llm", "trtllm"), ("vllm", "vllm"), ("sglang", "sglang")):
         if needle in t:
             return key
     return None
+
+
+def _round_up(x: float, step: int) -> int:
+    return step * math.ceil(x / step)
+
+
+def trtllm_bench_limits(kv_max_requests: float, isl: float, osl: float, pp: int) -> tuple[int, int]:
+    """(max_batch_size, max_num_tokens) that ``trtllm-bench`` builds for a workload, from the requests of
+    ``isl + osl`` tokens its KV estimate holds: the batch is that count (at most 4,096, per pipeline stage)
+    rounded up to a multiple of 32 (at least 64), 128 or 256; the token budget is the batch times
+    ``1 + isl/osl`` (the prompt tokens its decode tokens arrive with, at most 32,768) rounded up to a
+    multiple of 256 (at least 2,048), 512 or 1,024.
+    Source: NVIDIA/TensorRT-LLM tensorrt_llm/bench/build/tuning.py, ``finetune_setting``."""
+    bs = min(kv_max_requests, 4096) / max(pp, 1)
+    tokens = min(bs * (1 + isl / osl), 32768)
+    if bs < 256:
+        max_bs = max(64, _round_up(bs, 32))
+    else:
+        max_bs = _round_up(bs, 128 if bs < 1024 else 256)
+    if tokens < 4096:
+        max_tokens = max(2048, _round_up(tokens, 256))
+    else:
+        max_tokens = _round_up(tokens, 512 if tokens < 8192 else 1024)
+    return max_bs, max_tokens
+
+
+def tune(engine: Engine, params: float, kv_bytes_per_token: float, memory_bytes: float, w_bytes: float,
+         isl: float, osl: float, pp: int) -> Engine:
+    """The engine with its workload-sized limits, if it has them (``Engine.tuned``).
+
+    ``trtllm-bench`` estimates the requests its KV cache holds as (the GPUs' memory minus every parameter
+    at the weight precision) x 0.95 / (KV bytes of one token, all layers and ranks, x (isl + osl)), with
+    no allowance for activations: an optimistic bound that the runtime's KV pool then trims."""
+    if not engine.tuned:
+        return engine
+    requests = max(memory_bytes - params * w_bytes, 0.0) * 0.95 / (kv_bytes_per_token * (isl + osl))
+    max_bs, max_tokens = trtllm_bench_limits(requests, isl, osl, pp)
+    return dataclasses.replace(engine, max_batch=max_bs, max_num_tokens=max_tokens)

@@ -36,9 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .burst import BurstResult, simulate_burst
 from .comm import collective_time
-from .engines import get_engine
+from .engines import get_engine, tune
 from .errors import InputError
-from .memory import MemoryPlan, plan_memory
+from .memory import MemoryPlan, kv_bytes_per_token, plan_memory
 from .models import ModelArch, get_model
 from .ops import (WEIGHT_BYTES, Op, Shard, check_precision, check_shard, compute_dtype, head_ops, layer_ops)
 from .roofline import DeviceRates, attention_time, device_rates, fallback_notes, gemm_time, memory_time
@@ -327,10 +327,8 @@ def estimate_inference(
     if arch.layers % pp and pp > arch.layers:
         raise InputError(f"--pp {pp}: more stages than layers ({arch.layers})")
     eng = get_engine(engine)
-    if chunk_tokens is not None:
-        if chunk_tokens < 1:
-            raise InputError(f"--chunk-tokens: expected a positive token budget, got {chunk_tokens}")
-        eng = dataclasses.replace(eng, max_num_tokens=int(chunk_tokens))
+    if chunk_tokens is not None and chunk_tokens < 1:
+        raise InputError(f"--chunk-tokens: expected a positive token budget, got {chunk_tokens}")
     disagg = prefill_gpus is not None or decode_gpus is not None
     if disagg:
         if not prefill_gpus or not decode_gpus:
@@ -344,6 +342,10 @@ def estimate_inference(
     ctx = _Ctx(db, ref, arch, shard, pp, precision, kv_precision)
     acc = ref.accelerator
     assumptions = fallback_notes(ctx.rates)
+    eng = tune(eng, arch.params_total, kv_bytes_per_token(arch, shard, 1, ctx.kv_bytes) * shard.attn_tp,
+               acc.memory_gb.value * 1e9 * shard.width * pp, ctx.w_bytes, isl, osl, pp)
+    if chunk_tokens is not None:
+        eng = dataclasses.replace(eng, max_num_tokens=int(chunk_tokens))
 
     seq_tokens = isl + osl
     mem = plan_memory(arch, shard, pp, acc.memory_gb.value, eng, ctx.w_bytes, ctx.kv_bytes, ACT_BYTES, seq_tokens)

@@ -1,0 +1,67 @@
+"""Serving-engine settings: the trtllm-bench tuning heuristic and engine lookup."""
+
+from __future__ import annotations
+
+import pytest
+
+from perfmodel.engines import engine_from_text, get_engine, trtllm_bench_limits, tune
+from perfmodel.errors import InputError
+from perfmodel.inference import estimate_inference
+from perfmodel.models import get_model
+
+
+@pytest.mark.parametrize("requests, isl, osl, pp, expected", [
+    # capacity for far more than 4,096 requests: the 4,096 cap, and 4,096 x (1 + 1) = 8,192 tokens, as in
+    # the sample trtllm-bench output of NVIDIA's perf-overview page (Llama-2-7B, 128/128)
+    (1e6, 128, 128, 1, (4096, 8192)),
+    # 44 requests: batch floor 64; 44 x (1 + 1) = 88 tokens -> the 2,048 floor
+    (44.0, 1000, 1000, 1, (64, 2048)),
+    # 200 requests -> 224 (multiple of 32); 200 x 17 = 3,400 -> 3,584 (multiple of 256)
+    (200.0, 2048, 128, 1, (224, 3584)),
+    # 500 -> 512 (multiple of 128); 500 x 5 = 2,500 -> 2,560
+    (500.0, 2000, 500, 1, (512, 2560)),
+    # 1,500 -> 1,536 (multiple of 256); 1,500 x 3 = 4,500 -> 4,608 (multiple of 512)
+    (1500.0, 1000, 500, 1, (1536, 4608)),
+    # 3,000 x 17 = 51,000 tokens -> the 32,768 cap
+    (3000.0, 2048, 128, 1, (3072, 32768)),
+    # pipeline stages divide the batch: 4,096 / 4 = 1,024 -> 1,024; 1,024 x 2 = 2,048
+    (1e5, 128, 128, 4, (1024, 2048)),
+])
+def test_trtllm_bench_limits(requests, isl, osl, pp, expected):
+    assert trtllm_bench_limits(requests, isl, osl, pp) == expected
+
+
+def test_tune_counts_every_parameter_and_all_kv_heads():
+    """70B FP8 on one 80 GiB GPU: (85.9 GB - 70.6e9 B) x 0.95 / (160 KiB x 2,000 tokens) = 44 requests."""
+    arch = get_model("llama-3.1-70b")
+    kv_token = 2 * arch.layers * arch.n_kv_heads * arch.d_head * 1.0
+    eng = tune(get_engine("trtllm-bench"), arch.params_total, kv_token, 85.9e9, 1.0, 1000, 1000, 1)
+    requests = (85.9e9 - arch.params_total) * 0.95 / (kv_token * 2000)
+    assert 40 < requests < 50
+    assert (eng.max_batch, eng.max_num_tokens) == trtllm_bench_limits(requests, 1000, 1000, 1) == (64, 2048)
+    untuned = get_engine("trtllm")
+    assert tune(untuned, arch.params_total, kv_token, 85.9e9, 1.0, 1000, 1000, 1) is untuned
+
+
+def test_engine_names_and_free_text():
+    assert get_engine("trtllm-bench").tuned
+    assert get_engine("TensorRT-LLM").name == "trtllm"
+    assert engine_from_text("TensorRT-LLM 0.17 (trtllm-bench)") == "trtllm-bench"
+    assert engine_from_text("TensorRT-LLM 0.17 (gptManagerBenchmark)") == "trtllm-bench"
+    assert engine_from_text("TensorRT-LLM (MLPerf harness)") == "trtllm"
+    with pytest.raises(InputError, match="--engine"):
+        get_engine("tgi")
+
+
+def test_trtllm_bench_sizes_the_token_budget_from_the_workload(db):
+    """A prefill-heavy 70B run on one H100 gets the 2,048-token floor, not the static 8,192: the smaller
+    activation buffer leaves more memory for KV, and the result reports the tuned engine."""
+    kw = dict(system="1 x h100-sxm", isl=2048, osl=128, precision="fp8", kv_precision="fp8", requests=3000,
+              db=db, breakdown=False)
+    tuned = estimate_inference("llama-3.1-70b", engine="trtllm-bench", **kw)
+    static = estimate_inference("llama-3.1-70b", engine="trtllm", **kw)
+    assert tuned.engine == "trtllm-bench"
+    assert tuned.memory_per_gpu_bytes["activations"] < static.memory_per_gpu_bytes["activations"] / 4
+    assert tuned.max_batch_fits > static.max_batch_fits
+    forced = estimate_inference("llama-3.1-70b", engine="trtllm-bench", chunk_tokens=8192, **kw)
+    assert forced.memory_per_gpu_bytes["activations"] > 3.5 * tuned.memory_per_gpu_bytes["activations"]
