@@ -98,11 +98,16 @@ def test_large_errors_exit_0(tmp_path):
 def test_shipped_cases_all_parse_and_are_predicted(db):
     res = run_validation(db=db)
     assert not [r.id for r in res if r.status == "invalid"]
-    for r in res:
-        if r.kind != "train":
-            assert r.status == "ok", (r.id, r.reason)
-    unsupported_train = {r.id for r in res if r.kind == "train" and r.status != "ok"}
-    assert unsupported_train <= {"T027", "T028"}  # their source gives no global batch
+    assert [(r.id, r.reason) for r in res if r.status != "ok"] == []
+
+
+def test_korthikanti_530b_data_parallel_rows_cost_the_gradient_all_reduce(db):
+    """T027 is T024 (530B, TP8 x PP35, 280 micro-batches of 1) weak-scaled to 8-way data parallelism: the
+    paper's iteration grows from 37.83 s to 39.15 s (MFU 56.0% -> 54.2%) from the unoverlapped gradient
+    all-reduce. The model must also slow down, by less than the whole step's 10%."""
+    res = {r.id: r for r in run_validation(db=db) if r.id in ("T024", "T027")}
+    mfu_280 = 0.560 * 37.83 / res["T024"].predicted  # the paper's MFU rescaled by the predicted step
+    assert 0.90 * mfu_280 < res["T027"].predicted < mfu_280
 
 
 def test_dataset_means_fill_mlperf_lengths(tmp_path, db):
