@@ -80,6 +80,7 @@ UNITS: dict[str, tuple[str, float, float]] = {
     "peak_tflops": ("TFLOP/s", 0.05, 50_000),
     "sparse_tflops": ("TFLOP/s", 0.05, 100_000),
     "memory_gb": ("GB", 1, 1_000_000),
+    "memory_visible_gb": ("GB", 1, 1_000_000),
     "memory_bandwidth_gbps": ("GB/s", 10, 100_000),
     "l2_cache_mb": ("MB", 0.1, 2_000),
     "llc_mb": ("MB", 0.1, 10_000),
@@ -242,6 +243,8 @@ class Accelerator(Entry):
     sparse_tflops: dict[Dtype, Spec] = Field(default_factory=dict)
     memory_type: str
     memory_gb: Spec
+    memory_visible_gb: Spec | None = Field(
+        default=None, description="memory the runtime reports as total (cudaMemGetInfo); firmware keeps the rest")
     memory_bandwidth_gbps: Spec
     l2_cache_mb: Spec | None = None
     llc_mb: Spec | None = None
@@ -270,7 +273,15 @@ class Accelerator(Entry):
                 raise ValueError(
                     f"sparse_tflops.{dt.value}: sparse ({sp.value:g}) must not be below dense ({dense.value:g})"
                 )
+        if self.memory_visible_gb is not None and self.memory_visible_gb.value > self.memory_gb.value:
+            raise ValueError(f"memory_visible_gb: the runtime cannot see more ({self.memory_visible_gb.value:g} GB) "
+                             f"than the device holds (memory_gb {self.memory_gb.value:g})")
         return self
+
+    @property
+    def usable_memory_gb(self) -> float:
+        """GB a framework can allocate from: the runtime-visible total where measured, else the capacity."""
+        return (self.memory_visible_gb or self.memory_gb).value
 
     def peak(self, dtype: str) -> float:
         """Dense peak TFLOP/s for a dtype, with fp16<->bf16 and int8<->fp8 treated as interchangeable."""

@@ -343,12 +343,12 @@ def estimate_inference(
     acc = ref.accelerator
     assumptions = fallback_notes(ctx.rates)
     eng = tune(eng, arch.params_total, kv_bytes_per_token(arch, shard, 1, ctx.kv_bytes) * shard.attn_tp,
-               acc.memory_gb.value * 1e9 * shard.width * pp, ctx.w_bytes, isl, osl, pp)
+               acc.usable_memory_gb * 1e9 * shard.width * pp, ctx.w_bytes, isl, osl, pp)
     if chunk_tokens is not None:
         eng = dataclasses.replace(eng, max_num_tokens=int(chunk_tokens))
 
     seq_tokens = isl + osl
-    mem = plan_memory(arch, shard, pp, acc.memory_gb.value, eng, ctx.w_bytes, ctx.kv_bytes, ACT_BYTES, seq_tokens)
+    mem = plan_memory(arch, shard, pp, acc.usable_memory_gb, eng, ctx.w_bytes, ctx.kv_bytes, ACT_BYTES, seq_tokens)
     _check_fit(mem, arch, acc.id, tp, pp)
     cap = min(mem.max_sequences * pp * ctx.attn_ranks, eng.max_batch * ctx.attn_ranks)
     if requests is not None:
@@ -643,7 +643,7 @@ class StepModel:
         return float(np.exp(np.interp(math.log(max(isl, 1.0)), np.log(self.isl_grid), np.log(self.p_req))))
 
     def max_sequences(self, seq_tokens: float) -> int:
-        mem = plan_memory(self.arch, self.shard, self.pp, self.ref.accelerator.memory_gb.value, self.engine,
+        mem = plan_memory(self.arch, self.shard, self.pp, self.ref.accelerator.usable_memory_gb, self.engine,
                           self.ctx.w_bytes, self.ctx.kv_bytes, ACT_BYTES, seq_tokens)
         return min(mem.max_sequences * self.pp, self.engine.max_batch)
 

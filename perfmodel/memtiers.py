@@ -106,7 +106,7 @@ def describe_machine(db: Database, ref: SystemRef, host_memory: str | None = Non
                    host_tier.write_gbps.value / share, host_tier.latency_us.value)
     n_links = sysm.host.links_per_accelerator.value if sysm.host.links_per_accelerator else 1
     gpu_host = n_links * _link_gbps(db, sysm.host.link)
-    m = Machine(ref, ref.accelerator.memory_gb.value * 1e9, gpu_host, sysm.host.link, host)
+    m = Machine(ref, ref.accelerator.usable_memory_gb * 1e9, gpu_host, sysm.host.link, host)
     if cxl:
         m.cxl = _combine(db, "cxl", _parse_list(db, cxl, "--cxl", (TierType.cxl,)), share)
     if nvme:

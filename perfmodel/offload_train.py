@@ -249,7 +249,7 @@ def estimate_offload_training(
 
     host_r, host_w = mc.host.read_gbps * CPU_STREAM_FRACTION, mc.host.write_gbps * CPU_STREAM_FRACTION
     link = mc.gpu_host_gbps
-    hbm = ref.accelerator.memory_gb.value * 1e9
+    hbm = ref.accelerator.usable_memory_gb * 1e9
     bw_hbm = ref.accelerator.memory_bandwidth_gbps.value * 1e9
     pin = pinned_bytes if pin_memory else (lambda x: float(x))
     notes = [f"CPU optimizer at {CPU_STREAM_FRACTION:.0%} of the host tier's {mc.host.read_gbps:,.1f} GB/s per GPU "

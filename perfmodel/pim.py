@@ -185,7 +185,7 @@ def estimate_pim_attention(model: str | dict | ModelArch, system: str | SystemRe
     ref = SystemRef(ref0.system, ref0.accelerator, 1)
     ctx = _Ctx(db, ref, arch, shard, 1, precision, kv_precision)
     eng = get_engine(None)
-    mem = plan_memory(arch, shard, 1, ref.accelerator.memory_gb.value, eng, ctx.w_bytes, ctx.kv_bytes, ACT_BYTES,
+    mem = plan_memory(arch, shard, 1, ref.accelerator.usable_memory_gb, eng, ctx.w_bytes, ctx.kv_bytes, ACT_BYTES,
                       isl + osl)
     if check_capacity and batch > mem.max_sequences:
         raise InputError(f"--batch {batch}: only {max(mem.max_sequences, 0)} sequences of {int(isl + osl)} tokens fit "

@@ -26,6 +26,7 @@ import numpy as np
 from .hardware import Accelerator
 
 TILE_M = 128
+TILE_MS = (TILE_M, 64)  # output-tile heights the library chooses between
 TILE_N = 128
 SPLIT_K_CHUNK = 256  # smallest K slice a split-K kernel hands to one SM
 STREAM_K_STEP = 64  # K depth of one main-loop iteration, the unit stream-K deals out
@@ -170,15 +171,26 @@ def device_rates(acc: Accelerator, sustained: bool = True) -> DeviceRates:
                        tuple(fallbacks), ratio, sustained, attn, ramp, g_ratio, g_gbps)
 
 
-def _tile_utilisation_scalar(m: float, n: float, k: float, sms: int, groups: float) -> float:
-    tm, tn = math.ceil(m / TILE_M), math.ceil(n / TILE_N)
+def _tile_utilisation_scalar(m: float, n: float, k: float, sms: int, groups: float, tile_m: int) -> float:
+    tm, tn = math.ceil(m / tile_m), math.ceil(n / TILE_N)
     tiles = tm * tn * max(math.ceil(groups), 1)
-    pad = (m * n) / (tm * TILE_M * tn * TILE_N)
+    pad = (m * n) / (tm * tile_m * tn * TILE_N)
     if tiles >= sms and groups <= 1:
         work = tiles * max(math.ceil(k / STREAM_K_STEP), 1)
     else:
         work = tiles * min(max(math.floor(sms / max(tiles, 1)), 1), max(math.floor(k / SPLIT_K_CHUNK), 1))
     return pad * work / (math.ceil(work / sms) * sms)
+
+
+def _tile_utilisation_array(m, n, k, sms: int, groups, tile_m: int):
+    tm, tn = np.ceil(m / tile_m), np.ceil(n / TILE_N)
+    tiles = tm * tn * np.maximum(np.ceil(groups), 1)
+    pad = (m * n) / (tm * tile_m * tn * TILE_N)
+    split = np.clip(np.floor(sms / np.maximum(tiles, 1)), 1, np.maximum(np.floor(k / SPLIT_K_CHUNK), 1))
+    stream_k = (tiles >= sms) & (groups <= 1)
+    work = np.where(stream_k, tiles * np.maximum(np.ceil(k / STREAM_K_STEP), 1), tiles * split)
+    waves = np.ceil(work / sms)
+    return pad * work / (waves * sms)
 
 
 def tile_utilisation(m, n, k, sms: int, groups=1):
@@ -188,19 +200,14 @@ def tile_utilisation(m, n, k, sms: int, groups=1):
     (CUTLASS 3 / cuBLASLt / hipBLASLt) deals the tiles' main-loop iterations out evenly over the SMs, so
     only the last partial round of iterations, not a whole wave of tiles, is lost. ``groups``
     independent GEMMs of the same shape launched as one grouped/batched kernel (MoE experts, per-head
-    products) share whole-tile waves. Scalars take a plain-Python path (plan searches call this often).
+    products) share whole-tile waves. The library picks the better of 128- and 64-row tiles (the height
+    of one and of two Hopper warpgroup MMAs; CUTLASS ships both), so an M just past a multiple of 128
+    pads to the next 64, not the next 128. Scalars take a plain-Python path (plan searches call this often).
     """
     if all(np.ndim(x) == 0 for x in (m, n, k, groups)):
-        return _tile_utilisation_scalar(float(m), float(n), float(k), sms, float(groups))
+        return max(_tile_utilisation_scalar(float(m), float(n), float(k), sms, float(groups), t) for t in TILE_MS)
     m, n, k, groups = (np.asarray(x, dtype=float) for x in (m, n, k, groups))
-    tm, tn = np.ceil(m / TILE_M), np.ceil(n / TILE_N)
-    tiles = tm * tn * np.maximum(np.ceil(groups), 1)
-    pad = (m * n) / (tm * TILE_M * tn * TILE_N)
-    split = np.clip(np.floor(sms / np.maximum(tiles, 1)), 1, np.maximum(np.floor(k / SPLIT_K_CHUNK), 1))
-    stream_k = (tiles >= sms) & (groups <= 1)
-    work = np.where(stream_k, tiles * np.maximum(np.ceil(k / STREAM_K_STEP), 1), tiles * split)
-    waves = np.ceil(work / sms)
-    return pad * work / (waves * sms)
+    return np.maximum.reduce([_tile_utilisation_array(m, n, k, sms, groups, t) for t in TILE_MS])
 
 
 def gemm_time(rates: DeviceRates, m, n, k, dtype: str, in_bytes: float, w_bytes: float, out_bytes: float = 2.0,

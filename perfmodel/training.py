@@ -518,7 +518,7 @@ def evaluate_plans(db: Database, ref: SystemRef, m: ModelArch, plans: dict[str, 
     subtotal = states + acts + buckets
     margin = ALLOCATOR_MARGIN * subtotal + ALLOCATOR_FLOOR_BYTES
     total_mem = subtotal + margin
-    capacity = ref.accelerator.memory_gb.value * 1e9
+    capacity = ref.accelerator.usable_memory_gb * 1e9
 
     flops_model = np.zeros(n)
     flops_hw = np.zeros(n)

@@ -96,6 +96,20 @@ def test_memory_in_bytes_is_caught(write):
     assert "memory_gb.value" in msg and "GB" in msg
 
 
+def test_visible_memory_above_capacity_is_rejected(write):
+    msg = _err(write("a.yaml", GOOD_ACC + "memory_visible_gb: {value: 81, source: ds}\n"))
+    assert "memory_visible_gb" in msg and "cannot see more" in msg
+
+
+def test_visible_memory_is_what_frameworks_allocate_from(write, db):
+    from perfmodel.specdb import load_database
+
+    path = write("a.yaml", GOOD_ACC + "memory_visible_gb: {value: 79, source: ds}\n")
+    acc = load_database((str(path),)).accelerator("test-gpu")
+    assert acc.usable_memory_gb == 79 and acc.memory_gb.value == 80
+    assert db.accelerator("mi300x").usable_memory_gb == db.accelerator("mi300x").memory_gb.value  # not measured
+
+
 def test_unknown_dtype(write):
     msg = _err(write("a.yaml", GOOD_ACC.replace("  fp8: {value: 200", "  fp9: {value: 200")))
     assert "peak_tflops" in msg and "fp9" in msg

@@ -199,3 +199,21 @@ def test_prefill_attention_runs_in_fp8_only_for_fp8_weights_with_an_fp8_kv_cache
     fp8_fp8 = prefill_attention_us("fp8", "fp8")
     assert prefill_attention_us("fp8", "bf16") > 1.5 * fp8_fp8
     assert prefill_attention_us("bf16", "fp8") == pytest.approx(prefill_attention_us("fp8", "bf16"), rel=0.01)
+
+
+@pytest.mark.parametrize("dev,acc", [("h100", "h100-sxm"), ("h200", "h200-sxm")])
+def test_gemm_sweep_median_error(db, dev, acc):
+    """All 224 GEMMs of each stored sweep (11 Llama projection shapes and squares, M 16-16384, BF16 and
+    FP8; burst and sustained runs): the roofline with tile choice stays within a 6% median and 12% mean
+    of the measured times."""
+    import statistics
+
+    for name, sustained in ((f"{dev}_gemm_burst.json", False), (f"{dev}_sweep_sustained.json", True)):
+        r = device_rates(db.accelerator(acc), sustained=sustained)
+        rows = _load(name)["sections"]["gemm"]
+        assert len(rows) == 224
+        errs = []
+        for x in rows:
+            w = 1.0 if x["dtype"] == "fp8" else 2.0
+            errs.append(abs(gemm_time(r, x["m"], x["n"], x["k"], x["dtype"], w, w, 2.0)[0] * 1e6 / x["time_us"] - 1))
+        assert statistics.median(errs) < 0.06 and statistics.mean(errs) < 0.12, (name, statistics.median(errs))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from perfmodel.models import get_model
@@ -35,3 +36,16 @@ def test_attention_carries_its_key_length():
     assert ops["attention"].keys == 2048
     # causal prefill FLOPs: 4 * (s(s+1)/2) * heads * head_dim
     assert ops["attention"].flops == pytest.approx(4 * 2048 * 2049 / 2 * 32 * 128)
+
+
+def test_tile_choice_pads_past_a_multiple_of_128_to_the_next_64():
+    """M = 261, N = 1,024, K = 8,192 on 132 SMs: 128-row tiles pad M to 384 (3 x 8 = 24 tiles, split-K 5
+    ways: 120 of 132 SMs at 261/384 useful rows = 0.618); 64-row tiles pad to 320 (5 x 8 = 40 tiles, split
+    3 ways: 120 of 132 SMs at 261/320 = 0.742). The library takes the better."""
+    from perfmodel.roofline import tile_utilisation
+
+    u = tile_utilisation(261, 1024, 8192, 132)
+    assert u == pytest.approx(261 / 320 * 120 / 132)
+    assert tile_utilisation(256, 1024, 8192, 132) >= u  # no padding at all
+    arr = tile_utilisation(np.array([261.0, 256.0]), np.array([1024.0, 1024.0]), np.array([8192.0, 8192.0]), 132)
+    assert arr[0] == pytest.approx(u)

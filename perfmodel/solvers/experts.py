@@ -950,7 +950,7 @@ def place_experts(model, routing: Routing, gpus: int, gpus_per_node: int | None 
                          f"or {math.ceil(E / max(capacity, 1))} GPUs")
     notes: list[str] = []
     expert_bytes = model.mlp_params(model.d_expert, bias=model.expert_bias) * WEIGHT_BYTES[precision]
-    mem_gib = memory_gib if memory_gib is not None else ref.accelerator.memory_gb.value * 1e9 / 2**30
+    mem_gib = memory_gib if memory_gib is not None else ref.accelerator.usable_memory_gb * 1e9 / 2**30
     per_expert_all_layers = expert_bytes * L / 2**30
     fit = int(mem_gib // per_expert_all_layers) if per_expert_all_layers > 0 else capacity
     if fit < need:

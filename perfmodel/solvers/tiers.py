@@ -509,7 +509,7 @@ def serving_groups(model, system, *, isl: int, osl: int, batch: int,
     w = weight_bytes_per_gpu(m, shard, pp, sm.ctx.w_bytes)
     kv_seq = kv_bytes_per_sequence(m, shard, pp, sm.ctx.kv_bytes, isl + osl, sm.engine.block_tokens)
     kv_tok = kv_bytes_per_token(m, shard, pp, sm.ctx.kv_bytes)
-    mem = plan_memory(m, shard, pp, sm.ref.accelerator.memory_gb.value, sm.engine, sm.ctx.w_bytes, sm.ctx.kv_bytes,
+    mem = plan_memory(m, shard, pp, sm.ref.accelerator.usable_memory_gb, sm.engine, sm.ctx.w_bytes, sm.ctx.kv_bytes,
                       2.0, isl + osl)
     dense = w.attention + w.mlp + w.embeddings
     groups = [Group("weights", dense, (Access("gpu", dense, 0.0, "decode"),), note=f"{precision}")]
