@@ -52,15 +52,21 @@ ENGINES = {
 }
 
 
+_ALIASES = {"tensorrt-llm": "trtllm", "tensorrt_llm": "trtllm", "tensorrt": "trtllm", "trt-llm": "trtllm",
+            "trt": "trtllm"}
+
+
 def get_engine(name: str | None) -> Engine:
-    key = (name or "default").lower()
-    for alias, eng in (("trtllm-bench", "trtllm-bench"), ("tensorrt", "trtllm"), ("trt", "trtllm"), ("vllm", "vllm"),
-                       ("sglang", "sglang")):
-        if key.startswith(alias):
-            key = eng
-            break
+    """An engine by name (``default``, ``trtllm``, ``trtllm-bench``, ``vllm``, ``sglang``, or TensorRT-LLM's
+    other spellings); a misspelt name is an input error that suggests the closest."""
+    key = (name or "default").strip().lower()
+    key = _ALIASES.get(key, key)
     if key not in ENGINES:
-        raise InputError(f"--engine: expected one of {', '.join(ENGINES)} (got '{name}')")
+        from .errors import close_matches
+
+        near = close_matches(key, list(ENGINES) + list(_ALIASES))
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        raise InputError(f"--engine: expected one of {', '.join(ENGINES)} (got '{name}'){hint}")
     return ENGINES[key]
 
 

@@ -51,6 +51,8 @@ def test_engine_names_and_free_text():
     assert engine_from_text("TensorRT-LLM (MLPerf harness)") == "trtllm"
     with pytest.raises(InputError, match="--engine"):
         get_engine("tgi")
+    with pytest.raises(InputError, match="did you mean trtllm-bench"):
+        get_engine("trtlm-bench")
 
 
 def test_trtllm_bench_sizes_the_token_budget_from_the_workload(db):
