@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 
 from .errors import InputError
@@ -28,6 +29,14 @@ class Engine:
     source: str
     fraction_of_free: bool = False  # TensorRT-LLM: KV gets a fraction of memory left after weights
     tuned: bool = False  # limits sized per workload by ``trtllm_bench_limits``; the fields are its ceilings
+    pinned: tuple[str, ...] = ()  # fields the user set, which workload tuning leaves alone
+
+    @property
+    def label(self) -> str:
+        """The name, with the settings the user gave: ``vllm:max_batch=512,max_num_tokens=1024``."""
+        if not self.pinned:
+            return self.name
+        return self.name + ":" + ",".join(f"{f}={getattr(self, f):g}" for f in self.pinned)
 
 
 ENGINES = {
@@ -55,27 +64,73 @@ ENGINES = {
 _ALIASES = {"tensorrt-llm": "trtllm", "tensorrt_llm": "trtllm", "tensorrt": "trtllm", "trt-llm": "trtllm",
             "trt": "trtllm"}
 
+# engine settings by the names the engines' own flags use -> (Engine field, type)
+SETTINGS = {
+    "max_batch": ("max_batch", int), "max_num_seqs": ("max_batch", int), "max_batch_size": ("max_batch", int),
+    "gpu_batch_size": ("max_batch", int),
+    "max_num_tokens": ("max_num_tokens", int), "max_num_batched_tokens": ("max_num_tokens", int),
+    "chunked_prefill_size": ("max_num_tokens", int),
+    "memory_fraction": ("memory_fraction", float), "gpu_memory_utilization": ("memory_fraction", float),
+    "kv_cache_free_gpu_mem_fraction": ("memory_fraction", float),
+    "kv_cache_free_gpu_memory_fraction": ("memory_fraction", float), "mem_fraction_static": ("memory_fraction", float),
+    "block_tokens": ("block_tokens", int), "block_size": ("block_tokens", int), "tokens_per_block": ("block_tokens", int),
+    "page_size": ("block_tokens", int),
+}
+
 
 def get_engine(name: str | None) -> Engine:
     """An engine by name (``default``, ``trtllm``, ``trtllm-bench``, ``vllm``, ``sglang``, or TensorRT-LLM's
-    other spellings); a misspelt name is an input error that suggests the closest."""
-    key = (name or "default").strip().lower()
+    other spellings), optionally with settings after a colon in the engines' own flag names:
+    ``vllm:max_num_seqs=512,max_num_batched_tokens=1024``. A misspelt name or setting is an input error
+    that suggests the closest."""
+    from .errors import close_matches
+
+    text = (name or "default").strip()
+    base, _, extra = text.partition(":")
+    key = base.strip().lower()
     key = _ALIASES.get(key, key)
     if key not in ENGINES:
-        from .errors import close_matches
-
         near = close_matches(key, list(ENGINES) + list(_ALIASES))
         hint = f"; did you mean {', '.join(near)}?" if near else ""
-        raise InputError(f"--engine: expected one of {', '.join(ENGINES)} (got '{name}'){hint}")
-    return ENGINES[key]
+        raise InputError(f"--engine: expected one of {', '.join(ENGINES)} (got '{base}'){hint}")
+    eng = ENGINES[key]
+    changes: dict = {}
+    for item in filter(None, (x.strip() for x in extra.split(","))):
+        flag, eq, value = item.partition("=")
+        flag = flag.strip().lower().lstrip("-").replace("-", "_")
+        if flag not in SETTINGS:
+            near = close_matches(flag, SETTINGS)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise InputError(f"--engine: unknown setting '{flag}' (expected NAME=VALUE with NAME one of "
+                             f"max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, block_size, ...){hint}")
+        field, kind = SETTINGS[flag]
+        try:
+            v = kind(value.strip()) if eq else None
+        except ValueError:
+            v = None
+        if v is None or v <= 0 or (field == "memory_fraction" and v > 1):
+            what = "a fraction in (0, 1]" if field == "memory_fraction" else "a positive whole number"
+            raise InputError(f"--engine: setting {flag} expects {what} (got '{value.strip()}')")
+        changes[field] = v
+    if changes:
+        eng = dataclasses.replace(eng, pinned=tuple(sorted(changes)), **changes)
+    return eng
+
+
+_FLAG = re.compile(r"(?<![a-z_])-{0,2}(" + "|".join(sorted((k.replace("_", "[-_]") for k in SETTINGS), key=len, reverse=True))
+                   + r")[\s=:]+([0-9]*\.?[0-9]+)", re.IGNORECASE)
 
 
 def engine_from_text(text: str | None) -> str | None:
-    """The engine a free-text description names (validation cases), or None for the default."""
+    """The engine a free-text description names (validation cases), or None for the default, with any
+    settings the text states in the engine's own flag names (``--max-num-seqs 512``, ``gpu_batch_size
+    2048``) appended as ``name:flag=value,...`` for :func:`get_engine`."""
     t = (text or "").lower()
-    for needle, key in (("trtllm-bench", "trtllm-bench"), ("gptmanagerbenchmark", "trtllm-bench"), ("tensorrt", "trtllm"), ("trt-llm", "trtllm"), ("vllm", "vllm"), ("sglang", "sglang")):
+    for needle, key in (("trtllm-bench", "trtllm-bench"), ("gptmanagerbenchmark", "trtllm-bench"), ("tensorrt", "trtllm"),
+                        ("trt-llm", "trtllm"), ("vllm", "vllm"), ("sglang", "sglang")):
         if needle in t:
-            return key
+            flags = [f"{m.group(1).lower().replace('-', '_')}={m.group(2)}" for m in _FLAG.finditer(t)]
+            return key + (":" + ",".join(flags) if flags else "")
     return None
 
 
@@ -114,4 +169,5 @@ def tune(engine: Engine, params: float, kv_bytes_per_token: float, memory_bytes:
         return engine
     requests = max(memory_bytes - params * w_bytes, 0.0) * 0.95 / (kv_bytes_per_token * (isl + osl))
     max_bs, max_tokens = trtllm_bench_limits(requests, isl, osl, pp)
-    return dataclasses.replace(engine, max_batch=max_bs, max_num_tokens=max_tokens)
+    tuned = {k: v for k, v in (("max_batch", max_bs), ("max_num_tokens", max_tokens)) if k not in engine.pinned}
+    return dataclasses.replace(engine, **tuned)

@@ -428,7 +428,7 @@ def estimate_inference(
     return InferenceResult(
         model=arch.id, system=ref.system.id, device=acc.id, gpus=n_gpus, tp=tp, pp=pp, ep=ep, dp=dp,
         attention_dp=attention_dp, precision=precision, kv_precision=kv_precision, scenario=(
-            "disaggregated" if disagg else scenario), engine=eng.name, isl=isl, osl=osl, batch=int(round(C)),
+            "disaggregated" if disagg else scenario), engine=eng.label, isl=isl, osl=osl, batch=int(round(C)),
         max_batch_fits=mem.max_sequences * pp * ctx.attn_ranks, ttft_ms=ttft * 1e3, tpot_ms=tpot * 1e3, e2e_latency_s=e2e,
         output_tokens_per_s=out_rate_total, total_tokens_per_s=total_rate,
         output_tokens_per_s_per_gpu=out_rate_total / n_gpus, total_tokens_per_s_per_gpu=total_rate / n_gpus,

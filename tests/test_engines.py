@@ -67,3 +67,40 @@ def test_trtllm_bench_sizes_the_token_budget_from_the_workload(db):
     assert tuned.max_batch_fits > static.max_batch_fits
     forced = estimate_inference("llama-3.1-70b", engine="trtllm-bench", chunk_tokens=8192, **kw)
     assert forced.memory_per_gpu_bytes["activations"] > 3.5 * tuned.memory_per_gpu_bytes["activations"]
+
+
+def test_engine_settings_in_the_engines_own_flag_names():
+    eng = get_engine("vllm:max_num_seqs=512,max-num-batched-tokens=1024")
+    assert (eng.max_batch, eng.max_num_tokens, eng.memory_fraction) == (512, 1024, 0.9)
+    assert eng.label == "vllm:max_batch=512,max_num_tokens=1024"
+    assert get_engine("trtllm:kv_cache_free_gpu_mem_fraction=0.95").memory_fraction == 0.95
+    for bad, msg in (("vllm:max_num_seq=512", "did you mean max_num_seqs"),
+                     ("vllm:gpu_memory_utilization=1.5", "fraction in \\(0, 1\\]"),
+                     ("vllm:max_num_seqs=0", "positive whole number"),
+                     ("vllm:max_num_seqs", "positive whole number"),
+                     ("vllm:block_size=16.5", "positive whole number")):
+        with pytest.raises(InputError, match=msg):
+            get_engine(bad)
+
+
+def test_settings_a_user_pins_survive_workload_tuning():
+    arch = get_model("llama-3.1-70b")
+    kv_token = 2 * arch.layers * arch.n_kv_heads * arch.d_head * 1.0
+    eng = tune(get_engine("trtllm-bench:max_num_tokens=8192"), arch.params_total, kv_token, 85.9e9, 1.0, 1000, 1000, 1)
+    assert (eng.max_batch, eng.max_num_tokens) == (64, 8192)
+
+
+def test_free_text_settings_reach_the_engine():
+    text = "vLLM 0.10.0 (--max-num-seqs 512 --max-num-batched-tokens 1024, README); software: vLLM 0.10.0"
+    assert engine_from_text(text) == "vllm:max_num_seqs=512,max_num_batched_tokens=1024"
+    assert engine_from_text("TensorRT-LLM (MLPerf TRT harness, gpu_batch_size 2048)") == "trtllm:gpu_batch_size=2048"
+    assert get_engine(engine_from_text("TensorRT-LLM (MLPerf TRT harness, gpu_batch_size 256)")).max_batch == 256
+    assert engine_from_text("PyTorch eager") is None
+
+
+def test_a_batch_cap_binds_the_offline_concurrency(db):
+    kw = dict(system="1 x h100-sxm", isl=128, osl=2048, precision="fp8", db=db, breakdown=False)
+    free = estimate_inference("llama-3.1-8b", engine="vllm:max_num_seqs=1024", **kw)
+    capped = estimate_inference("llama-3.1-8b", engine="vllm:max_num_seqs=64", **kw)
+    assert capped.batch == 64 < free.batch and capped.output_tokens_per_s < free.output_tokens_per_s
+    assert capped.engine == "vllm:max_batch=64"

@@ -48,7 +48,7 @@ def infer(
     slo_tpot_ms: Annotated[Optional[float], typer.Option("--slo-tpot-ms", help="TPOT SLO.")] = None,
     prefill_gpus: Annotated[Optional[int], typer.Option("--prefill-gpus", help="Disaggregated: prefill GPUs.")] = None,
     decode_gpus: Annotated[Optional[int], typer.Option("--decode-gpus", help="Disaggregated: decode GPUs.")] = None,
-    engine: Annotated[Optional[str], typer.Option("--engine", help="default, trtllm, trtllm-bench (limits sized per workload), vllm or sglang.")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="default, trtllm, trtllm-bench (limits sized per workload), vllm or sglang; settings after a colon in the engine's flag names: vllm:max_num_seqs=512,max_num_batched_tokens=1024.")] = None,
     chunk_tokens: Annotated[Optional[int], typer.Option("--chunk-tokens", help="Prefill tokens per step (chunked prefill).")] = None,
     offload: Annotated[Optional[str], typer.Option("--offload", help="weights, kv, experts (comma-separated): stream from tiers.")] = None,
     offload_tier: Annotated[Optional[str], typer.Option("--offload-tier", help="Pin offloaded data to host, cxl or nvme.")] = None,
