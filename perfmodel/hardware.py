@@ -96,6 +96,7 @@ UNITS: dict[str, tuple[str, float, float]] = {
     "grouped_gemm_gbps": ("GB/s", 10, 100_000),
     "memory_bandwidth_fraction": ("fraction", 0.05, 1.0),
     "kernel_floor_us": ("us", 0.1, 1_000),
+    "fp8_kv_decode_gbps_per_sm": ("GB/s", 0.1, 10_000),
     "capacity_gb": ("GB", 0.001, 10_000_000),
     "read_gbps": ("GB/s", 0.01, 100_000),
     "write_gbps": ("GB/s", 0.01, 100_000),
@@ -220,7 +221,10 @@ class Efficiency(Strict):
     cap below what HBM allows (the same ~2.3-2.9 TB/s measured on H100 and on the faster-memory H200).
     ``memory_bandwidth_fraction`` is the achievable share of the HBM bandwidth (STREAM/BabelStream
     copy); ``kernel_floor_us`` the smallest time a kernel takes (launch plus ramp), which dominates tiny
-    decode steps.
+    decode steps. ``fp8_kv_decode_gbps_per_sm`` is the rate, per SM, at which a decode attention kernel
+    works through an FP8 KV cache when the SMs, not HBM, limit it (the cache's bytes must be unpacked and
+    fed to the tensor cores): decode attention streams an FP8 cache at the lower of HBM and this times
+    the SM count.
     """
 
     gemm_peak_fraction: dict[Dtype, Spec] = Field(default_factory=dict)
@@ -231,6 +235,7 @@ class Efficiency(Strict):
     grouped_gemm_gbps: dict[Dtype, Spec] = Field(default_factory=dict)
     memory_bandwidth_fraction: Spec | None = None
     kernel_floor_us: Spec | None = None
+    fp8_kv_decode_gbps_per_sm: Spec | None = None
 
 
 class Accelerator(Entry):

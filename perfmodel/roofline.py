@@ -77,6 +77,7 @@ class DeviceRates:
     attention_ramp: dict[str, float]
     grouped_ratio: dict[str, float]
     grouped_gbps: dict[str, float]
+    fp8_kv_decode_gbps: float | None = None  # SM-side ceiling of decode attention over an FP8 KV cache
 
     def peak_tflops(self, dtype: str) -> float:
         return self.peaks[dtype]
@@ -167,8 +168,9 @@ def device_rates(acc: Accelerator, sustained: bool = True) -> DeviceRates:
     sms = int(acc.compute_units.value) if acc.compute_units else 108
     if acc.compute_units is None:
         fallbacks.append("compute_units")
+    kv8 = eff.fp8_kv_decode_gbps_per_sm.value * sms if eff.fp8_kv_decode_gbps_per_sm is not None else None
     return DeviceRates(acc.id, sms, acc.memory_bandwidth_gbps.value, mem, floor * 1e-6, frac, peaks,
-                       tuple(fallbacks), ratio, sustained, attn, ramp, g_ratio, g_gbps)
+                       tuple(fallbacks), ratio, sustained, attn, ramp, g_ratio, g_gbps, kv8)
 
 
 def _tile_utilisation_scalar(m: float, n: float, k: float, sms: int, groups: float, tile_m: int) -> float:
@@ -244,19 +246,21 @@ def memory_time(rates: DeviceRates, nbytes, kernels=1):
 
 
 def attention_time(rates: DeviceRates, flops, nbytes, parallel_tiles, dtype: str = "bf16", backward: bool = False,
-                   keys=None):
+                   keys=None, gbps: float | None = None):
     """A fused attention kernel (one pass): compute at the device's attention rate for ``keys`` keys per
-    query over its (batch x heads x query-tile) grid, or its memory time, whichever is longer."""
+    query over its (batch x heads x query-tile) grid, or its memory time (at ``gbps``, default the
+    achievable HBM rate), whichever is longer."""
     rate = rates.attention_tflops(dtype, backward, keys) * 1e12
+    gbps = rates.achievable_gbps if gbps is None else gbps
     if all(np.ndim(x) == 0 for x in (flops, nbytes, parallel_tiles)):
         tiles = float(parallel_tiles)
         util = tiles / max(math.ceil(tiles / rates.sms) * rates.sms, 1) if tiles > 0 else 1.0
         t_comp = flops / (rate * util)
-        t_mem = nbytes / (rates.achievable_gbps * 1e9)
+        t_mem = nbytes / (gbps * 1e9)
         return max(t_comp, t_mem) + rates.floor_s, t_comp, t_mem
     flops, nbytes, tiles = (np.asarray(x, dtype=float) for x in (flops, nbytes, parallel_tiles))
     waves = np.ceil(tiles / rates.sms)
     util = np.where(tiles > 0, tiles / np.maximum(waves * rates.sms, 1), 1.0)
     t_comp = flops / (rate * util)
-    t_mem = nbytes / (rates.achievable_gbps * 1e9)
+    t_mem = nbytes / (gbps * 1e9)
     return np.maximum(t_comp, t_mem) + rates.floor_s, t_comp, t_mem
