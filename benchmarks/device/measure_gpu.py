@@ -7,9 +7,12 @@ cache, as in a model whose every layer has its own weights.
 
 Sections: environment, GEMM (bf16, fp8 per-tensor scaled) over decode and prefill shapes, HBM bandwidth
 (read / copy / triad), kernel floor (tiny kernels in a graph and launched eagerly), attention (SDPA
-prefill forward, decode over a KV cache), and a Llama-3.1-8B-shaped decode step (random weights).
+prefill forward, decode over a KV cache), a Llama-3.1-8B-shaped decode step (random weights), and
+``oddm``: GEMMs at serving batch sizes that are not multiples of 64 or 128 (M 136-1,000), which test
+the roofline's choice between 128- and 64-row tiles directly (the main sweep's M are powers of two).
 
-Run:  python benchmarks/device/measure_gpu.py OUT.json [--quick] [--burst] [--only=floor,membw,gemm,attention,steps]
+Run:  python benchmarks/device/measure_gpu.py OUT.json [--quick] [--burst]
+          [--only=floor,membw,gemm,attention,steps,oddm]
 
 ``--burst`` times each GEMM as a short (~10 ms) run after a 0.3 s pause, which is what a
 maximum-achievable-matmul sweep reports; without it every shape runs back-to-back for ~0.2 s, at the
@@ -158,6 +161,25 @@ def gemms(quick):
                 rows.append({"m": s, "n": s, "k": s, "dtype": dtype, "shape": "square", "error": repr(e)[:200]})
         print(f"gemm {dtype} done", flush=True)
     RESULTS["sections"]["gemm"] = rows
+
+
+def odd_m_gemms(quick):
+    """Decode-batch GEMMs just past and between tile multiples, Llama-3.1-70B TP1/TP8 and 8B shapes."""
+    rows = []
+    shapes = {"llama70b_tp1_qkv": (10240, 8192), "llama70b_tp8_gateup": (7168, 8192),
+              "llama8b_gateup": (28672, 4096), "llama8b_down": (4096, 14336)}
+    ms = [136, 200, 261, 300, 330, 400, 448, 520, 600, 700, 800, 900, 1000] if not quick else [136, 261, 520]
+    for dtype in ("bf16", "fp8"):
+        for name, (n, k) in shapes.items():
+            for m in ms:
+                try:
+                    r = gemm_case(m, n, k, dtype)
+                    r["shape"] = name
+                    rows.append(r)
+                except Exception as e:  # noqa: BLE001
+                    rows.append({"m": m, "n": n, "k": k, "dtype": dtype, "shape": name, "error": repr(e)[:200]})
+        print(f"odd-M gemm {dtype} done", flush=True)
+    RESULTS["sections"]["oddm"] = rows
 
 
 def membw():
@@ -352,7 +374,8 @@ def main():
     _save(path)
     only = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--only=")]
     for name, fn in (("floor", kernel_floor), ("membw", membw), ("gemm", lambda: gemms(quick)),
-                     ("attention", lambda: attention(quick)), ("steps", lambda: decode_steps(quick))):
+                     ("attention", lambda: attention(quick)), ("steps", lambda: decode_steps(quick)),
+                     ("oddm", lambda: odd_m_gemms(quick))):
         if only and name not in only[0].split(","):
             continue
         t0 = time.time()
