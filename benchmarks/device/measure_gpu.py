@@ -130,6 +130,14 @@ def gemm_case(m, n, k, dtype):
             "weight_copies": ncopy}
 
 
+def _gemm_row(shape, m, n, k, dtype) -> dict:
+    """One timed GEMM as a result row; a failure is recorded, not raised, so the sweep goes on."""
+    try:
+        return {**gemm_case(m, n, k, dtype), "shape": shape}
+    except Exception as e:  # noqa: BLE001
+        return {"m": m, "n": n, "k": k, "dtype": dtype, "shape": shape, "error": repr(e)[:200]}
+
+
 def gemms(quick):
     rows = []
     layer_shapes = {
@@ -146,19 +154,9 @@ def gemms(quick):
             for m in ms:
                 if name.startswith("llama70b_tp1") and m > 4096:
                     continue
-                try:
-                    r = gemm_case(m, n, k, dtype)
-                    r["shape"] = name
-                    rows.append(r)
-                except Exception as e:  # noqa: BLE001
-                    rows.append({"m": m, "n": n, "k": k, "dtype": dtype, "shape": name, "error": repr(e)[:200]})
+                rows.append(_gemm_row(name, m, n, k, dtype))
         for s in (1024, 2048, 4096, 8192, 16384):
-            try:
-                r = gemm_case(s, s, s, dtype)
-                r["shape"] = "square"
-                rows.append(r)
-            except Exception as e:  # noqa: BLE001
-                rows.append({"m": s, "n": s, "k": s, "dtype": dtype, "shape": "square", "error": repr(e)[:200]})
+            rows.append(_gemm_row("square", s, s, s, dtype))
         print(f"gemm {dtype} done", flush=True)
     RESULTS["sections"]["gemm"] = rows
 
@@ -172,12 +170,7 @@ def odd_m_gemms(quick):
     for dtype in ("bf16", "fp8"):
         for name, (n, k) in shapes.items():
             for m in ms:
-                try:
-                    r = gemm_case(m, n, k, dtype)
-                    r["shape"] = name
-                    rows.append(r)
-                except Exception as e:  # noqa: BLE001
-                    rows.append({"m": m, "n": n, "k": k, "dtype": dtype, "shape": name, "error": repr(e)[:200]})
+                rows.append(_gemm_row(name, m, n, k, dtype))
         print(f"odd-M gemm {dtype} done", flush=True)
     RESULTS["sections"]["oddm"] = rows
 
