@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from .errors import InputError
+from .errors import InputError, close_matches
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,6 @@ def get_engine(name: str | None) -> Engine:
     other spellings), optionally with settings after a colon in the engines' own flag names:
     ``vllm:max_num_seqs=512,max_num_batched_tokens=1024``. A misspelt name or setting is an input error
     that suggests the closest."""
-    from .errors import close_matches
-
     text = (name or "default").strip()
     base, _, extra = text.partition(":")
     key = base.strip().lower()

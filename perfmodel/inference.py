@@ -192,9 +192,7 @@ class _Ctx:
                 floor = r.floor_s
             elif op.kind == "attention":
                 dt = self.prefill_attn_dtype if phase == "prefill" else "bf16"
-                gbps = r.achievable_gbps
-                if phase == "decode" and self.kv_bytes == 1.0 and r.fp8_kv_decode_gbps:
-                    gbps = min(gbps, r.fp8_kv_decode_gbps)
+                gbps = r.decode_kv_gbps(self.kv_bytes) if phase == "decode" else None
                 t, tc, tm = (float(x) for x in attention_time(r, op.flops, op.nbytes, op.tiles, dt, keys=op.keys,
                                                               gbps=gbps))
                 fl, by, floor = op.flops, op.nbytes, r.floor_s

@@ -82,6 +82,13 @@ class DeviceRates:
     def peak_tflops(self, dtype: str) -> float:
         return self.peaks[dtype]
 
+    def decode_kv_gbps(self, kv_bytes: float) -> float:
+        """GB/s a decode attention kernel reads a KV cache of ``kv_bytes`` per element at: the HBM rate, or
+        for an FP8 cache the lower SM-side ceiling where the device has one (``fp8_kv_decode_gbps_per_sm``)."""
+        if kv_bytes == 1.0 and self.fp8_kv_decode_gbps:
+            return min(self.achievable_gbps, self.fp8_kv_decode_gbps)
+        return self.achievable_gbps
+
     def achievable_tflops(self, dtype: str) -> float:
         """Large-GEMM TFLOP/s: sustained (a job's steady state) or, with ``sustained=False``, the short-run
         figure a GEMM microbenchmark reports."""
