@@ -49,3 +49,20 @@ def test_tile_choice_pads_past_a_multiple_of_128_to_the_next_64():
     assert tile_utilisation(256, 1024, 8192, 132) >= u  # no padding at all
     arr = tile_utilisation(np.array([261.0, 256.0]), np.array([1024.0, 1024.0]), np.array([8192.0, 8192.0]), 132)
     assert arr[0] == pytest.approx(u)
+
+
+def test_gemm_overlap_norm_on_and_off_the_ridge():
+    """Compute and memory combine as a 6-norm: equal times give 2^(1/6) = 1.122 of either; a 2:1 split
+    gives (1 + 2^-6)^(1/6) = 1.0026 of the larger; scalar and array paths agree; a longer memory time is
+    never faster (more bandwidth is never slower)."""
+    from perfmodel.roofline import RIDGE_OVERLAP_P, overlap
+
+    assert RIDGE_OVERLAP_P == 6.0
+    assert overlap(1e-3, 1e-3) == pytest.approx(1e-3 * 2 ** (1 / 6))
+    assert overlap(2e-3, 1e-3) == pytest.approx(2e-3 * (1 + 2.0 ** -6) ** (1 / 6))
+    assert overlap(0.0, 0.0) == 0.0
+    tc = np.array([1e-3, 2e-3, 0.0, 5e-6])
+    tm = np.array([1e-3, 1e-3, 0.0, 1e-9])
+    assert np.allclose(overlap(tc, tm), [overlap(float(a), float(b)) for a, b in zip(tc, tm)])
+    mem = np.linspace(1e-4, 4e-3, 50)
+    assert np.all(np.diff(overlap(np.full(50, 1e-3), mem)) > 0)
