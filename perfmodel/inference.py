@@ -343,7 +343,7 @@ def estimate_inference(
     ref, dp = _resolve(db, system, gpus, shard.width, pp, dp)
     ctx = _Ctx(db, ref, arch, shard, pp, precision, kv_precision)
     acc = ref.accelerator
-    assumptions = fallback_notes(ctx.rates)
+    assumptions = fallback_notes(ctx.rates, ctx.dtype)
     eng = tune(eng, arch.params_total, kv_bytes_per_token(arch, shard, 1, ctx.kv_bytes) * shard.attn_tp,
                acc.usable_memory_gb * 1e9 * shard.width * pp, ctx.w_bytes, isl, osl, pp)
     if chunk_tokens is not None:

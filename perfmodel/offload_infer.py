@@ -273,7 +273,7 @@ def estimate_offload_inference(
     m = describe_machine(db, ref, host_memory, cxl, nvme)
     ctx = _Ctx(db, ref, arch, shard, 1, precision, kv_precision)
     eng = get_engine(engine)
-    assumptions = fallback_notes(ctx.rates)
+    assumptions = fallback_notes(ctx.rates, ctx.dtype)
     L = arch.layers
 
     # ---- memory: what must sit in HBM, what goes out ------------------------------------------------

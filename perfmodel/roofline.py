@@ -65,10 +65,15 @@ _FALLBACK_TEXT = {
 }
 
 
-def fallback_notes(rates: "DeviceRates") -> list[str]:
-    """One line per efficiency number the device's spec lacks, saying what is used instead."""
-    return [f"{rates.id}: no measured {f}; assumed {_FALLBACK_TEXT.get(f, 'perfmodel default')}"
-            for f in rates.fallbacks]
+def fallback_notes(rates: "DeviceRates", dtype: str | None = None) -> list[str]:
+    """One line per efficiency number the device's spec lacks, saying what is used instead; with ``dtype``,
+    also a line when GEMMs in that dtype borrow another dtype's measured fraction of peak."""
+    notes = [f"{rates.id}: no measured {f}; assumed {_FALLBACK_TEXT.get(f, 'perfmodel default')}"
+             for f in rates.fallbacks]
+    if dtype and "gemm_peak_fraction" not in rates.fallbacks and dtype not in rates.gemm_fraction:
+        notes.append(f"{rates.id}: no measured {dtype} GEMM fraction of peak; its BF16 figure "
+                     f"({rates.gemm_fraction['_default']:g}) is used")
+    return notes
 
 
 @dataclass(frozen=True)

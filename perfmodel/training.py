@@ -351,7 +351,7 @@ def estimate_training(
         memory_capacity_bytes=float(one["capacity"]), fits=bool(one["fits"]),
         time_breakdown_s={k: float(one[f"t_{k}"]) for k in TIME_PARTS},
         stage_layers=list(stage_layers) if stage_layers else split_layers(m.layers, pp),
-        assumptions=fallback_notes(device_rates(acc)),
+        assumptions=fallback_notes(device_rates(acc), "fp8" if precision == "fp8" else "bf16"),
     )
     if tokens:
         secs = tokens / tok

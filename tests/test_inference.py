@@ -170,3 +170,13 @@ def test_server_p99_tpot_is_a_poisson_count_of_interleaved_prompts(db):
     arrivals = 20.0 * osl * tpot_s
     assert r.tpot_p99_ms / 1e3 == pytest.approx(step_s + p_s * poisson.ppf(0.99, arrivals) / osl, rel=1e-6)
     assert r.ttft_p99_ms > r.ttft_ms
+
+
+def test_a_borrowed_gemm_fraction_is_listed_as_an_assumption(db):
+    """MI355X has no measured FP4 GEMM rate, so an FP4 estimate says it borrows the BF16 fraction; B200's
+    FP4 fraction is measured (DeepGEMM #348: 5,702 / 9,000 TF), so its estimate does not."""
+    mi = estimate_inference("llama-3.1-8b", "1 x mi355x", 1000, 1000, precision="fp4", db=db)
+    assert any("no measured fp4 GEMM fraction" in a for a in mi.assumptions)
+    b = estimate_inference("llama-3.1-8b", "1 x b200", 1000, 1000, precision="fp4", db=db)
+    assert not any("GEMM fraction" in a for a in b.assumptions)
+    assert device_rates(db.accelerator("b200"), sustained=False).achievable_tflops("fp4") == pytest.approx(9000 * 0.63)
