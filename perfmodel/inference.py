@@ -38,6 +38,7 @@ from .burst import BurstResult, simulate_burst
 from .comm import collective_time
 from .engines import get_engine, tune
 from .errors import InputError
+from .lengths import Lengths
 from .memory import MemoryPlan, kv_bytes_per_token, plan_memory
 from .models import ModelArch, get_model
 from .ops import (WEIGHT_BYTES, Op, Shard, check_precision, check_shard, compute_dtype, head_ops, layer_ops)
@@ -299,18 +300,24 @@ def estimate_inference(
     decode_gpus: int | None = None,
     engine: str | None = None,
     chunk_tokens: int | None = None,
+    isl_std: float = 0.0,
+    osl_std: float = 0.0,
+    isl_osl_corr: float = 0.0,
     breakdown: bool = True,
     db: Database | None = None,
     specs: tuple[str, ...] = (),
 ) -> InferenceResult:
-    """Predict serving latency and throughput for a model on a system under a plan and workload."""
+    """Predict serving latency and throughput for a model on a system under a plan and workload.
+
+    ``isl``/``osl`` are mean lengths; ``isl_std``, ``osl_std`` and ``isl_osl_corr`` describe how they vary
+    across requests. Decode steps then see the length-biased context of :mod:`perfmodel.lengths` (long
+    outputs stay in the batch longer); prefill work and a finite burst use the means."""
     db = db or load_database(specs)
     arch = get_model(model)
     precision = check_precision(precision)
     kv_precision = check_precision(kv_precision or ("fp8" if precision in ("fp4", "nvfp4", "mxfp4") else precision),
                                    "--kv-precision")
-    if isl <= 0 or osl <= 0:
-        raise InputError(f"--isl/--osl: expected positive token counts (got {isl}, {osl})")
+    lengths = Lengths(isl, osl, isl_std, osl_std, isl_osl_corr)
     if scenario not in ("offline", "server"):
         raise InputError(f"--scenario: expected offline or server (got '{scenario}')")
     if scenario == "server" and (rate is None or rate <= 0) and not (slo_ttft_ms or slo_tpot_ms):
@@ -344,12 +351,15 @@ def estimate_inference(
     ctx = _Ctx(db, ref, arch, shard, pp, precision, kv_precision)
     acc = ref.accelerator
     assumptions = fallback_notes(ctx.rates, ctx.dtype)
+    if lengths.varies:
+        assumptions.append(f"request lengths vary: decode steps see a mean context of {lengths.decode_context:,.0f} "
+                           f"tokens (fixed lengths: {isl + osl / 2:,.0f}) and sequences of {lengths.final_context:,.0f}")
     eng = tune(eng, arch.params_total, kv_bytes_per_token(arch, shard, 1, ctx.kv_bytes) * shard.attn_tp,
                acc.usable_memory_gb * 1e9 * shard.width * pp, ctx.w_bytes, isl, osl, pp)
     if chunk_tokens is not None:
         eng = dataclasses.replace(eng, max_num_tokens=int(chunk_tokens))
 
-    seq_tokens = isl + osl
+    seq_tokens = lengths.final_context
     mem = plan_memory(arch, shard, pp, acc.usable_memory_gb, eng, ctx.w_bytes, ctx.kv_bytes, ACT_BYTES, seq_tokens)
     _check_fit(mem, arch, acc.id, tp, pp)
     cap = min(mem.max_sequences * pp * ctx.attn_ranks, eng.max_batch * ctx.attn_ranks)
@@ -376,7 +386,7 @@ def estimate_inference(
         key = max(int(round(c)), 1)
         if key not in decode_cache:
             mb = max(key / pp, 1.0)
-            decode_cache[key] = ctx.step("decode", mb, mb, isl + osl / 2, mb)
+            decode_cache[key] = ctx.step("decode", mb, mb, lengths.decode_context, mb)
         return decode_cache[key]
 
     price = acc.price_per_hour_usd.value if acc.price_per_hour_usd else None

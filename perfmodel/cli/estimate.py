@@ -50,6 +50,9 @@ def infer(
     decode_gpus: Annotated[Optional[int], typer.Option("--decode-gpus", help="Disaggregated: decode GPUs.")] = None,
     engine: Annotated[Optional[str], typer.Option("--engine", help="default, trtllm, trtllm-bench (limits sized per workload), vllm or sglang; settings after a colon in the engine's flag names: vllm:max_num_seqs=512,max_num_batched_tokens=1024.")] = None,
     chunk_tokens: Annotated[Optional[int], typer.Option("--chunk-tokens", help="Prefill tokens per step (chunked prefill).")] = None,
+    isl_std: Annotated[float, typer.Option("--isl-std", help="Standard deviation of input tokens across requests.")] = 0.0,
+    osl_std: Annotated[float, typer.Option("--osl-std", help="Standard deviation of output tokens across requests: long outputs stay in the batch longer, so decode steps see more context.")] = 0.0,
+    isl_osl_corr: Annotated[float, typer.Option("--isl-osl-corr", help="Correlation of a request's input and output lengths.")] = 0.0,
     offload: Annotated[Optional[str], typer.Option("--offload", help="weights, kv, experts (comma-separated): stream from tiers.")] = None,
     offload_tier: Annotated[Optional[str], typer.Option("--offload-tier", help="Pin offloaded data to host, cxl or nvme.")] = None,
     host_memory: HostMemoryOpt = None,
@@ -69,6 +72,8 @@ def infer(
     if batch is not None and concurrency is not None and batch != concurrency:
         raise InputError("--batch and --concurrency: give one of them")
     db = database(specs)
+    if (pim or offload) and (isl_std or osl_std or isl_osl_corr):
+        raise InputError("--isl-std/--osl-std/--isl-osl-corr: not modelled with --pim or --offload")
     if pim:
         _infer_pim(model, system, isl, osl, pim, batch or concurrency or 1, precision, kv_precision, offload, json_out, db)
         return
@@ -82,7 +87,8 @@ def infer(
         model, system, isl, osl, gpus=gpus, tp=tp, pp=pp, ep=ep, dp=dp, attention_dp=attention_dp,
         precision=precision, kv_precision=kv_precision, batch=batch or concurrency, scenario=scenario, rate=rate,
         slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, prefill_gpus=prefill_gpus, decode_gpus=decode_gpus,
-        engine=engine, chunk_tokens=chunk_tokens, requests=requests, db=db)
+        engine=engine, chunk_tokens=chunk_tokens, requests=requests, isl_std=isl_std, osl_std=osl_std,
+        isl_osl_corr=isl_osl_corr, db=db)
     if plot:
         from ..plots import roofline_plot
 

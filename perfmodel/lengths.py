@@ -1,0 +1,58 @@
+"""Request lengths that vary: the context a decode step actually sees.
+
+A serving engine holds a request for as long as it decodes, so a decode step samples requests in proportion
+to their output length (the inspection paradox). With input ``i`` and output ``o`` drawn per request, the
+mean context of the sequences in a decode step, each at a uniformly random point of its output, is
+
+    E[o (i + o/2)] / E[o] = E[i] + cov(i, o) / E[o] + (E[o]^2 + var(o)) / (2 E[o])
+
+and the mean final length of those sequences (the KV cache each will hold) is
+``E[i] + cov(i, o)/E[o] + (E[o]^2 + var(o)) / E[o]``. Fixed lengths give the familiar ``isl + osl/2`` and
+``isl + osl``; a dataset with a long tail of outputs gives much more. Source of the identity: the
+length-biased (renewal) sampling of Feller, *An Introduction to Probability Theory and Its Applications*
+Vol. II, Section XI.4; its use for LLM batches follows from Little's law applied per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """Mean request lengths (tokens) and, optionally, their spread across requests."""
+
+    isl: float
+    osl: float
+    isl_std: float = 0.0
+    osl_std: float = 0.0
+    corr: float = 0.0  # correlation of a request's input and output lengths
+
+    def __post_init__(self):
+        if self.isl <= 0 or self.osl <= 0:
+            raise InputError(f"--isl/--osl: expected positive token counts (got {self.isl}, {self.osl})")
+        for flag, v in (("--isl-std", self.isl_std), ("--osl-std", self.osl_std)):
+            if v < 0:
+                raise InputError(f"{flag}: expected a standard deviation >= 0, got {v}")
+        if not -1.0 <= self.corr <= 1.0:
+            raise InputError(f"--isl-osl-corr: expected a correlation between -1 and 1, got {self.corr}")
+
+    @property
+    def varies(self) -> bool:
+        return self.osl_std > 0 or self.isl_std > 0
+
+    @property
+    def _cov_term(self) -> float:
+        return self.corr * self.isl_std * self.osl_std / self.osl
+
+    @property
+    def decode_context(self) -> float:
+        """Mean context (tokens) of the sequences in a decode step."""
+        return self.isl + self._cov_term + (self.osl ** 2 + self.osl_std ** 2) / (2 * self.osl)
+
+    @property
+    def final_context(self) -> float:
+        """Mean final length (tokens) of the sequences in a decode step: the KV cache each will hold."""
+        return self.isl + self._cov_term + (self.osl ** 2 + self.osl_std ** 2) / self.osl

@@ -1,0 +1,53 @@
+"""Length-biased decode context (perfmodel.lengths) and its effect on serving estimates."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from perfmodel.errors import InputError
+from perfmodel.inference import estimate_inference
+from perfmodel.lengths import Lengths
+
+
+def test_fixed_lengths_give_the_usual_context():
+    L = Lengths(1000, 200)
+    assert L.decode_context == 1100 and L.final_context == 1200 and not L.varies
+
+
+def test_length_biased_context_by_hand():
+    """Outputs of 100 or 300 tokens, equally often, after 50-token prompts: a decode step meets the long
+    ones three times as often. Mean context = (100 x (50 + 50) + 300 x (50 + 150)) / 400 = 175; mean final
+    length = (100 x 150 + 300 x 350) / 400 = 300. The formula with mean 200 and std 100 gives the same."""
+    L = Lengths(50, 200, osl_std=100)
+    assert L.decode_context == pytest.approx(175)
+    assert L.final_context == pytest.approx(300)
+
+
+def test_correlated_inputs_add_their_covariance():
+    """Two requests, (i, o) = (100, 100) and (300, 300): corr 1, stds 100. Time-weighted context =
+    (100 x (100 + 50) + 300 x (300 + 150)) / 400 = 375 = 200 + 100 x 100 / 200 + (200^2 + 100^2) / 400."""
+    L = Lengths(200, 200, isl_std=100, osl_std=100, corr=1.0)
+    assert L.decode_context == pytest.approx(375)
+
+
+@pytest.mark.parametrize("kw", [dict(osl_std=-1.0), dict(isl_std=-5.0), dict(corr=1.5)])
+def test_bad_spreads_are_input_errors(kw):
+    with pytest.raises(InputError):
+        Lengths(100, 100, **kw)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.floats(0, 600), st.floats(0, 600))
+def test_more_spread_is_never_faster(db, a, b):
+    lo, hi = sorted((a, b))
+    r = [estimate_inference("llama-3.1-8b", "1 x h100-sxm", 500, 300, osl_std=s, db=db, breakdown=False)
+         for s in (lo, hi)]
+    assert r[1].output_tokens_per_s <= r[0].output_tokens_per_s * (1 + 1e-9)
+    assert r[1].max_batch_fits <= r[0].max_batch_fits
+
+
+def test_spread_is_reported(db):
+    """500 in, 300 +- 250 out: context 500 + (300^2 + 250^2) / 600 = 754, final 500 + 152,500 / 300 = 1,008."""
+    r = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 500, 300, osl_std=250, db=db, breakdown=False)
+    assert any("context of 754 tokens" in a and "sequences of 1,008" in a for a in r.assumptions)
