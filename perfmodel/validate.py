@@ -323,11 +323,13 @@ def _infer(case: Case, db: Database) -> float:
     if b.speculative:
         raise Unsupported(f"speculative decoding ({b.speculative}) is not modelled")
     isl, osl = b.isl, b.osl
+    spread = {}
     if isl is None or osl is None:
         known = dataset_means(case)
         if known is not None:
             isl = isl if isl is not None else known["isl_mean"]
             osl = osl if osl is not None else known["osl_mean"]
+            spread = dataset_spread(known, osl)
     if osl is None:
         raise Unsupported("mean output length (osl) not stated")
     if isl is None:
@@ -350,7 +352,7 @@ def _infer(case: Case, db: Database) -> float:
                 attention_dp=bool(b.attention_dp), precision=precision, kv_precision=b.kv_precision,
                 batch=b.concurrency, scenario=scenario, rate=b.rate, slo_ttft_ms=b.slo_ttft_ms,
                 slo_tpot_ms=b.slo_tpot_ms, requests=b.requests, prefill_gpus=b.prefill_gpus,
-                decode_gpus=b.decode_gpus, engine=engine_from_text(b.engine), breakdown=False, db=db)
+                decode_gpus=b.decode_gpus, engine=engine_from_text(b.engine), breakdown=False, db=db, **spread)
         except InputError as e:
             if len(tps) == 1:
                 raise Unsupported(str(e)) from None
@@ -374,6 +376,20 @@ def dataset_means(case: Case) -> dict | None:
         if row["model"] == case.model and row["isl_max"] == case.infer.isl_max:
             return row
     return None
+
+
+def dataset_spread(row: dict, osl: float) -> dict:
+    """Length spread of a benchmark dataset as ``estimate_inference`` keywords. The output spread is kept as
+    a coefficient of variation, so a run whose mean output differs from the reference (``osl``) keeps the
+    dataset's shape."""
+    out = {}
+    if row.get("isl_std") is not None:
+        out["isl_std"] = row["isl_std"]
+    if row.get("osl_std") is not None and row.get("osl_mean"):
+        out["osl_std"] = row["osl_std"] * osl / row["osl_mean"]
+        if row.get("isl_osl_corr") is not None and "isl_std" in out:
+            out["isl_osl_corr"] = row["isl_osl_corr"]
+    return out
 
 
 def load_cases(paths: list[Path]) -> tuple[list[Case], list[CaseResult]]:

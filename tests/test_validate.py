@@ -127,11 +127,26 @@ def test_dataset_means_fill_mlperf_lengths(tmp_path, db):
     assert r.status == "ok"
     from perfmodel.inference import estimate_inference
 
-    direct = estimate_inference("llama-2-70b", "hgx-h200", 222.33, 294.45, gpus=8, tp=1, dp=8, precision="fp8", db=db)
+    direct = estimate_inference("llama-2-70b", "hgx-h200", 222.33, 294.45, gpus=8, tp=1, dp=8, precision="fp8", db=db,
+                                isl_std=171.50, osl_std=231.82, isl_osl_corr=-0.169)
     assert r.predicted == pytest.approx(direct.output_tokens_per_s)
+    fixed = estimate_inference("llama-2-70b", "hgx-h200", 222.33, 294.45, gpus=8, tp=1, dp=8, precision="fp8", db=db)
+    assert r.predicted < fixed.output_tokens_per_s  # long outputs hold the batch: more context per step
     f.write_text(case.replace("MLPerf Inference", "Some blog"))
     (r,) = run_validation([f], db=db)
     assert r.status == "unsupported" and "length" in r.reason
+
+
+def test_dataset_spread_keeps_the_output_shape():
+    """A run whose mean output (300) differs from the reference (294.45) keeps the dataset's coefficient of
+    variation: 231.82 x 300 / 294.45 = 236.19."""
+    from perfmodel.validate import dataset_spread
+
+    row = {"osl_mean": 294.45, "isl_std": 171.5, "osl_std": 231.82, "isl_osl_corr": -0.169}
+    out = dataset_spread(row, 300.0)
+    assert out["osl_std"] == pytest.approx(236.19, abs=0.01)
+    assert out["isl_std"] == 171.5 and out["isl_osl_corr"] == -0.169
+    assert dataset_spread({"osl_mean": None, "isl_std": 10.0}, 300.0) == {"isl_std": 10.0}
 
 
 def test_validate_plot(tmp_path):
