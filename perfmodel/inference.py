@@ -303,6 +303,7 @@ def estimate_inference(
     isl_std: float = 0.0,
     osl_std: float = 0.0,
     isl_osl_corr: float = 0.0,
+    osl_quantiles: tuple[float, ...] = (),
     breakdown: bool = True,
     db: Database | None = None,
     specs: tuple[str, ...] = (),
@@ -311,13 +312,16 @@ def estimate_inference(
 
     ``isl``/``osl`` are mean lengths; ``isl_std``, ``osl_std`` and ``isl_osl_corr`` describe how they vary
     across requests. Decode steps then see the length-biased context of :mod:`perfmodel.lengths` (long
-    outputs stay in the batch longer); prefill work and a finite burst use the means."""
+    outputs stay in the batch longer); prefill work and a finite burst use the means. ``osl_quantiles``
+    (equal-weight quantiles of the output length, rescaled to ``osl``) make the server scenario's p99 TPOT
+    a tail over requests of every length: a short answer that meets another prompt's prefill has a long
+    TPOT."""
     db = db or load_database(specs)
     arch = get_model(model)
     precision = check_precision(precision)
     kv_precision = check_precision(kv_precision or ("fp8" if precision in ("fp4", "nvfp4", "mxfp4") else precision),
                                    "--kv-precision")
-    lengths = Lengths(isl, osl, isl_std, osl_std, isl_osl_corr)
+    lengths = Lengths(isl, osl, isl_std, osl_std, isl_osl_corr, tuple(osl_quantiles))
     if scenario not in ("offline", "server"):
         raise InputError(f"--scenario: expected offline or server (got '{scenario}')")
     if scenario == "server" and (rate is None or rate <= 0) and not (slo_ttft_ms or slo_tpot_ms):
@@ -419,7 +423,8 @@ def estimate_inference(
             e2e = ttft + osl * tpot
         prefill_share = C * prefill_per_req / cycle(C)
     else:
-        solved = _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_per_req, ttft_alone)
+        solved = _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_per_req, ttft_alone,
+                         lengths.output_points())
         C, dec, tpot, ttft, e2e, lam, slo_att, max_rate, ttft99, tpot99 = solved
         out_rate_total = lam * osl
         prefill_share = min(lam / dp * prefill_per_req, 1.0)
@@ -474,7 +479,33 @@ def _check_fit(mem: MemoryPlan, arch: ModelArch, dev: str, tp: int, pp: int) -> 
         f"Try a larger --tp/--pp or a lower --precision")
 
 
-def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_per_req, ttft_alone):
+def tpot_p99(step: float, prefill_s: float, lam: float, tpot: float, outputs: np.ndarray) -> float:
+    """99th percentile over requests of a request's TPOT: ``step + prefill_s x N / o``, where a request of
+    ``o`` output tokens meets ``N ~ Poisson(lam o tpot)`` other prompts while it decodes. ``outputs`` are
+    equal-weight output lengths; one value is the fixed-length case. Short requests dominate the tail: one
+    prompt spread over three tokens costs a third of a prefill per token."""
+    o = np.asarray(outputs, dtype=float)
+    mu = lam * o * tpot
+    if o.size == 1:
+        return step + prefill_s * float(poisson.ppf(0.99, mu[0])) / o[0]
+    if prefill_s <= 0:
+        return step
+
+    def tail(x: float) -> float:
+        return float(np.mean(poisson.sf(np.floor((x - step) * o / prefill_s), mu)))
+
+    lo, hi = step, step + prefill_s * float(np.max(poisson.ppf(0.9999, mu) / o)) + 1e-12
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if tail(mid) > 0.01:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_per_req, ttft_alone,
+            outputs=None):
     """Fixed point of Little's law at a rate; also the largest rate meeting the SLOs (bisection).
 
     The search interpolates the decode-step time between concurrencies 1, 2, 4, ... cap (piecewise
@@ -511,7 +542,8 @@ def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_pe
         theta = wait / rho if rho > 0 else 0.0
         arrivals = lam * osl * tpot  # prompts that arrive, and interleave, while one request decodes
         return dict(c=c, dec=dec, tpot=tpot, ttft=ttft, e2e=e2e, wait=wait, theta=theta, rho=rho, step=step,
-                    arrivals=arrivals, tpot99=step + prefill_per_req * float(poisson.ppf(0.99, arrivals)) / osl)
+                    arrivals=arrivals, tpot99=tpot_p99(step, prefill_per_req, lam, tpot,
+                                                       np.array([osl]) if outputs is None else outputs))
 
     def p99_ttft(s) -> float:
         tail = s["theta"] * math.log(s["rho"] / 0.01) if s["rho"] > 0.01 and s["theta"] > 0 else 0.0
@@ -565,8 +597,9 @@ def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_pe
         p_tpot = 1.0
         if slo_tpot_ms is not None:
             room = slo_tpot_ms / 1e3 - s["step"]  # interleaved prefill time a request can absorb per token
-            p_tpot = 0.0 if room < 0 else float(poisson.cdf(math.floor(room * osl / prefill_per_req),
-                                                            s["arrivals"]))
+            o = np.array([osl]) if outputs is None else np.asarray(outputs, dtype=float)
+            p_tpot = 0.0 if room < 0 else float(np.mean(poisson.cdf(
+                np.floor(room * o / prefill_per_req), s["arrivals"] * o / osl)))
         att = max(0.0, p_ttft) * p_tpot
     return s["c"], s["dec"], s["tpot"], s["ttft"], s["e2e"], lam, att, max_rate, p99_ttft(s), s["tpot99"]
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import InputError
 
 
@@ -29,8 +31,11 @@ class Lengths:
     isl_std: float = 0.0
     osl_std: float = 0.0
     corr: float = 0.0  # correlation of a request's input and output lengths
+    osl_points: tuple[float, ...] = ()  # equal-weight quantiles of the output length, for latency tails
 
     def __post_init__(self):
+        if self.osl_points and min(self.osl_points) <= 0:
+            raise InputError("osl_points: expected positive output lengths")
         if self.isl <= 0 or self.osl <= 0:
             raise InputError(f"--isl/--osl: expected positive token counts (got {self.isl}, {self.osl})")
         for flag, v in (("--isl-std", self.isl_std), ("--osl-std", self.osl_std)):
@@ -42,6 +47,14 @@ class Lengths:
     @property
     def varies(self) -> bool:
         return self.osl_std > 0 or self.isl_std > 0
+
+    def output_points(self) -> "np.ndarray":
+        """Output lengths standing for the requests (equal weights), rescaled to the mean ``osl``; the mean
+        alone when no quantiles are known."""
+        if not self.osl_points:
+            return np.array([self.osl])
+        pts = np.asarray(self.osl_points, dtype=float)
+        return pts * (self.osl / pts.mean())
 
     @property
     def _cov_term(self) -> float:

@@ -389,6 +389,8 @@ def dataset_spread(row: dict, osl: float) -> dict:
         out["osl_std"] = row["osl_std"] * osl / row["osl_mean"]
         if row.get("isl_osl_corr") is not None and "isl_std" in out:
             out["isl_osl_corr"] = row["isl_osl_corr"]
+    if row.get("osl_quantiles"):
+        out["osl_quantiles"] = tuple(row["osl_quantiles"])
     return out
 
 

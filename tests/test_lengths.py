@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -51,3 +52,28 @@ def test_spread_is_reported(db):
     """500 in, 300 +- 250 out: context 500 + (300^2 + 250^2) / 600 = 754, final 500 + 152,500 / 300 = 1,008."""
     r = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 500, 300, osl_std=250, db=db, breakdown=False)
     assert any("context of 754 tokens" in a and "sequences of 1,008" in a for a in r.assumptions)
+
+
+def test_tpot_tail_by_hand():
+    """Step 30 ms, prefill 20 ms, 10 requests/s, TPOT 32 ms. One length (100 tokens): N ~ Poisson(32), whose
+    99th percentile is 46, so p99 = 30 + 20 x 46 / 100 = 39.2 ms. Half the requests at 4 tokens
+    (Poisson(1.28) arrivals each) and half at 196: the short half alone must hold 98% of its requests under
+    the tail, whose Poisson(1.28) 98th percentile is 4 prompts: 30 + 20 x 4 / 4 = 50 ms."""
+    from scipy.stats import poisson
+
+    from perfmodel.inference import tpot_p99
+
+    assert poisson.ppf(0.99, 32.0) == 46
+    assert tpot_p99(0.030, 0.020, 10.0, 0.032, np.array([100.0])) == pytest.approx(0.0392)
+    mixed = tpot_p99(0.030, 0.020, 10.0, 0.032, np.array([4.0, 196.0]))
+    assert poisson.ppf(0.98, 1.28) == 4
+    assert mixed == pytest.approx(0.050, abs=2e-4)
+    assert mixed > tpot_p99(0.030, 0.020, 10.0, 0.032, np.array([100.0, 100.0]))
+
+
+def test_output_points_are_rescaled_to_the_mean():
+    L = Lengths(100, 300, osl_points=(50.0, 150.0))
+    assert list(L.output_points()) == [150.0, 450.0]
+    assert list(Lengths(100, 300).output_points()) == [300.0]
+    with pytest.raises(InputError):
+        Lengths(100, 300, osl_points=(0.0, 10.0))
