@@ -49,11 +49,19 @@ class Lengths:
         return self.osl_std > 0 or self.isl_std > 0
 
     def output_points(self) -> "np.ndarray":
-        """Output lengths standing for the requests (equal weights), rescaled to the mean ``osl``; the mean
-        alone when no quantiles are known."""
-        if not self.osl_points:
+        """Output lengths standing for the requests (equal weights), rescaled to the mean ``osl``. Without
+        quantiles but with ``osl_std``, the 200 half-percentiles of a gamma distribution of that mean and
+        spread (the maximum-entropy shape for a positive length of given mean and mean log); with neither,
+        the mean alone."""
+        if self.osl_points:
+            pts = np.asarray(self.osl_points, dtype=float)
+        elif self.osl_std > 0:
+            from scipy.stats import gamma
+
+            shape = (self.osl / self.osl_std) ** 2
+            pts = np.maximum(gamma.ppf((np.arange(200) + 0.5) / 200, shape, scale=self.osl / shape), 1.0)
+        else:
             return np.array([self.osl])
-        pts = np.asarray(self.osl_points, dtype=float)
         return pts * (self.osl / pts.mean())
 
     @property

@@ -75,5 +75,7 @@ def test_output_points_are_rescaled_to_the_mean():
     L = Lengths(100, 300, osl_points=(50.0, 150.0))
     assert list(L.output_points()) == [150.0, 450.0]
     assert list(Lengths(100, 300).output_points()) == [300.0]
+    g = Lengths(100, 300, osl_std=240).output_points()  # a gamma of that mean and spread
+    assert len(g) == 200 and g.mean() == pytest.approx(300) and g.std() == pytest.approx(240, rel=0.02)
     with pytest.raises(InputError):
         Lengths(100, 300, osl_points=(0.0, 10.0))

@@ -51,7 +51,7 @@ def infer(
     engine: Annotated[Optional[str], typer.Option("--engine", help="default, trtllm, trtllm-bench (limits sized per workload), vllm or sglang; settings after a colon in the engine's flag names: vllm:max_num_seqs=512,max_num_batched_tokens=1024.")] = None,
     chunk_tokens: Annotated[Optional[int], typer.Option("--chunk-tokens", help="Prefill tokens per step (chunked prefill).")] = None,
     isl_std: Annotated[float, typer.Option("--isl-std", help="Standard deviation of input tokens across requests.")] = 0.0,
-    osl_std: Annotated[float, typer.Option("--osl-std", help="Standard deviation of output tokens across requests: long outputs stay in the batch longer, so decode steps see more context.")] = 0.0,
+    osl_std: Annotated[float, typer.Option("--osl-std", help="Standard deviation of output tokens across requests: long outputs stay in the batch longer, so decode steps see more context; short ones widen the server's p99 TPOT (gamma-shaped).")] = 0.0,
     isl_osl_corr: Annotated[float, typer.Option("--isl-osl-corr", help="Correlation of a request's input and output lengths.")] = 0.0,
     offload: Annotated[Optional[str], typer.Option("--offload", help="weights, kv, experts (comma-separated): stream from tiers.")] = None,
     offload_tier: Annotated[Optional[str], typer.Option("--offload-tier", help="Pin offloaded data to host, cxl or nvme.")] = None,
