@@ -13,7 +13,8 @@ Scenarios (one instance = tp x pp GPUs; ``dp`` instances serve in parallel):
   and latency are means over the requests and throughput includes ramp-up and drain.
 * **server** (Poisson arrivals at ``rate``): concurrency follows Little's law ``C = rate x e2e``, solved
   as a fixed point. Prefill occupies a share ``rho = rate x p`` of the instance, stretching TPOT by
-  ``1/(1 - rho)``; TTFT adds an M/D/1 queueing wait ``rho p / (2 (1 - rho))``, and its tail uses the
+  ``1/(1 - rho)``; TTFT adds an M/G/1 queueing wait ``rho p (1 + cv^2) / (2 (1 - rho))`` (cv: the prompt
+  lengths' coefficient of variation, 0 for fixed prompts), and its tail uses the
   exponential approximation ``P(W > t) = rho exp(-t rho / E[W])``. A request's TPOT is the decode step
   plus the prompts that arrive while it decodes, a Poisson count with mean ``rate x osl x TPOT``, each
   costing ``p / osl`` per token; its 99th percentile is that count's. SLO attainment is the share of
@@ -424,7 +425,7 @@ def estimate_inference(
         prefill_share = C * prefill_per_req / cycle(C)
     else:
         solved = _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_per_req, ttft_alone,
-                         lengths.output_points())
+                         lengths.output_points(), (lengths.isl_std / isl) ** 2)
         C, dec, tpot, ttft, e2e, lam, slo_att, max_rate, ttft99, tpot99 = solved
         out_rate_total = lam * osl
         prefill_share = min(lam / dp * prefill_per_req, 1.0)
@@ -505,8 +506,12 @@ def tpot_p99(step: float, prefill_s: float, lam: float, tpot: float, outputs: np
 
 
 def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_per_req, ttft_alone,
-            outputs=None):
+            outputs=None, prefill_cv2: float = 0.0):
     """Fixed point of Little's law at a rate; also the largest rate meeting the SLOs (bisection).
+
+    Prompts queue for the prefill as in an M/G/1 queue: the Pollaczek-Khinchine mean wait
+    ``rho p (1 + cv^2) / (2 (1 - rho))``, where ``cv`` is the prefill time's coefficient of variation (taken
+    as the prompt length's, ``prefill_cv2`` = cv^2); fixed prompts give the M/D/1 wait.
 
     The search interpolates the decode-step time between concurrencies 1, 2, 4, ... cap (piecewise
     linear); the reported state at the chosen rate uses the exact step.
@@ -528,7 +533,7 @@ def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_pe
                 t_step = float(np.interp(c, grid, grid_t))
             step = t_step * (pp if pp > 1 else 1)
             tpot = step / (1 - rho)
-            wait = rho * prefill_per_req / (2 * (1 - rho))
+            wait = rho * prefill_per_req * (1 + prefill_cv2) / (2 * (1 - rho))
             # wait for the running iteration to end (half a step on average), then the prompt runs fused
             # with the decode batch in one iteration (in-flight / chunked-prefill batching): a full step more
             ttft = ttft_alone + wait + 1.5 * step

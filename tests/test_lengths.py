@@ -41,10 +41,13 @@ def test_bad_spreads_are_input_errors(kw):
 @settings(max_examples=8, deadline=None)
 @given(st.floats(0, 600), st.floats(0, 600))
 def test_more_spread_is_never_faster(db, a, b):
+    """More spread in output lengths never buys throughput (beyond the tile model's ripple) nor capacity."""
     lo, hi = sorted((a, b))
     r = [estimate_inference("llama-3.1-8b", "1 x h100-sxm", 500, 300, osl_std=s, db=db, breakdown=False)
          for s in (lo, hi)]
-    assert r[1].output_tokens_per_s <= r[0].output_tokens_per_s * (1 + 1e-9)
+    # fewer sequences fit, each with more context; a smaller batch can land on a better GEMM tiling, so
+    # allow the tile model's 1% ripple
+    assert r[1].output_tokens_per_s <= r[0].output_tokens_per_s * 1.01
     assert r[1].max_batch_fits <= r[0].max_batch_fits
 
 
@@ -79,3 +82,15 @@ def test_output_points_are_rescaled_to_the_mean():
     assert len(g) == 200 and g.mean() == pytest.approx(300) and g.std() == pytest.approx(240, rel=0.02)
     with pytest.raises(InputError):
         Lengths(100, 300, osl_points=(0.0, 10.0))
+
+
+def test_prompt_spread_lengthens_the_queue_by_pollaczek_khinchine(db):
+    """M/G/1: the mean wait for the prefill is rho p (1 + cv^2) / (2 (1 - rho)). Prompts whose length varies
+    with cv = 1 double the M/D/1 wait of fixed prompts at the same rate (the decode steps barely move)."""
+    kw = dict(scenario="server", rate=10.0, db=db, breakdown=False)
+    fixed = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 2000, 200, **kw)
+    spread = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 2000, 200, isl_std=2000, **kw)
+    p = fixed.prefill_ms_per_request
+    rho = 10.0 * p / 1e3
+    wait = rho * p / (2 * (1 - rho))
+    assert spread.ttft_ms - fixed.ttft_ms == pytest.approx(wait, rel=0.05)
