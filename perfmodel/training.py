@@ -125,10 +125,22 @@ def bubble_fraction(pp: int, m: int, vp: int = 1) -> float:
     return (pp - 1) / (vp * m + pp - 1)
 
 
+@dataclass(frozen=True)
+class CommOverlap:
+    """Which communication a framework hides behind computation (by default none: all of it is exposed).
+
+    ``ep``: expert-parallel all-to-alls overlap another micro-batch's computation (DeepSeek's DualPipe,
+    Megatron-Core's overlapped 1F1B for MoE). ``tp``: tensor/sequence-parallel collectives are pipelined
+    with the layer's GEMMs (MegaScale, Jiang et al. 2024, section 3.2; Transformer Engine's userbuffers)."""
+
+    ep: bool = False
+    tp: bool = False
+
+
 class _Trainer:
     def __init__(self, db: Database, ref: SystemRef, m: ModelArch, tp: int, pp: int, dp: int, cp: int, ep: int,
-                 sp: bool, mb: int, seq: int, precision: str, flash: bool = True, ep_overlap: bool = False,
-                 tp_overlap: bool = False):
+                 sp: bool, mb: int, seq: int, precision: str, flash: bool = True,
+                 overlap: CommOverlap = CommOverlap()):
         self.db, self.ref, self.m = db, ref, m
         self.tp, self.pp, self.dp, self.cp, self.ep, self.sp = tp, pp, dp, cp, ep, sp
         self.mb, self.seq, self.flash = mb, seq, flash
@@ -138,8 +150,7 @@ class _Trainer:
         self.sys = ref.system
         self.per_node = ref.system.gpus_per_node
         self._cache: dict[tuple, float] = {}
-        self.ep_overlap = ep_overlap
-        self.tp_overlap = tp_overlap
+        self.overlap = overlap
 
     # -- communication on the tier each group spans -------------------------------------------------
     def coll(self, name: str, nbytes: float, n: int, stride: int) -> float:
@@ -177,14 +188,14 @@ class _Trainer:
                 attn_fwd = tf
             elif op.kind == "gemm":
                 gemm_s += tf + tb
-        if self.tp_overlap:
+        if self.overlap.tp:
             # MegaScale-style: the TP/SP all-gathers and reduce-scatters are split into chunks pipelined
             # with the GEMMs they feed or follow, so only the part the GEMMs cannot cover is exposed
             p.tp_comm = max(0.0, p.tp_comm - gemm_s)
         if moe and self.ep > 1:
             a2a = T * m.top_k * m.hidden * ACT_BYTES
             p.ep_comm += 4 * self.coll("all_to_all", a2a, self.ep, tp)  # dispatch + combine, fwd + bwd
-            if self.ep_overlap:
+            if self.overlap.ep:
                 # DualPipe / Megatron's overlapped 1F1B: one micro-batch's all-to-alls run while another
                 # micro-batch's forward or backward chunk computes, so only what outlasts it is exposed
                 p.ep_comm = max(0.0, p.ep_comm - p.compute)
@@ -313,11 +324,8 @@ def estimate_training(
 ) -> TrainingResult:
     """Predict step time, MFU/HFU and memory per GPU for one training configuration.
 
-    ``ep_overlap``: expert-parallel all-to-alls overlap another micro-batch's computation (DeepSeek's
-    DualPipe, Megatron-Core's overlapped 1F1B for MoE); only the part that outlasts it is exposed.
-    ``tp_overlap``: tensor/sequence-parallel collectives are pipelined with the layer's GEMMs (MegaScale,
-    Jiang et al. 2024, section 3.2; Transformer Engine's userbuffer overlap); only what the GEMMs cannot
-    cover is exposed."""
+    ``ep_overlap``, ``tp_overlap``: the framework hides expert all-to-alls or TP/SP collectives behind
+    computation (:class:`CommOverlap`); only the part the computation cannot cover is exposed."""
     db = db or load_database(specs)
     m = get_model(model)
     ref = db.resolve_system(system, gpus) if isinstance(system, str) else system
@@ -336,8 +344,8 @@ def estimate_training(
                                      or min(stage_layers) < 1):
         raise InputError(f"stage layers {stage_layers}: expected {pp} positive counts summing to {m.layers}")
     layouts = {pp: list(stage_layers)} if stage_layers else None
-    ev = evaluate_plans(db, ref, m, plans, seq_len, global_batch, precision, flash_attention, layouts, ep_overlap,
-                        tp_overlap)
+    ev = evaluate_plans(db, ref, m, plans, seq_len, global_batch, precision, flash_attention, layouts,
+                        CommOverlap(ep=ep_overlap, tp=tp_overlap))
     one = {k: (v[0] if isinstance(v, np.ndarray) else v) for k, v in ev.items()}
     acc = ref.accelerator
     step, tok = float(one["step_time_s"]), float(one["tokens_per_s"])
@@ -381,13 +389,12 @@ def _stage_layout(m: ModelArch, pp: int, sizes: list[int] | None = None) -> tupl
 
 def evaluate_plans(db: Database, ref: SystemRef, m: ModelArch, plans: dict[str, np.ndarray], seq: int, gb: int,
                    precision: str, flash: bool = True, layouts: dict[int, list[int]] | None = None,
-                   ep_overlap: bool = False, tp_overlap: bool = False) -> dict[str, np.ndarray]:
+                   overlap: CommOverlap = CommOverlap()) -> dict[str, np.ndarray]:
     """Step time, its parts, MFU and memory per GPU for many plans at once (numpy arrays, one entry a plan).
 
     ``plans`` holds integer arrays ``tp, pp, dp, cp, ep, vp, mb, rec`` (index into RECOMPUTE), ``zero`` and
     ``sp``; ``layouts`` maps a pipeline depth to its layers per stage (default: as even as possible);
-    ``ep_overlap`` hides expert-parallel all-to-alls behind another micro-batch's compute (DualPipe);
-    ``tp_overlap`` hides TP/SP collectives behind the layer's GEMMs (MegaScale).
+    ``overlap`` says which communication is hidden behind computation (:class:`CommOverlap`).
     The per-layer costs (the expensive roofline and comm work) depend only on (tp, cp, ep, mb,
     recompute, sp) and are computed once per distinct combination; everything else is array arithmetic.
     """
@@ -409,7 +416,7 @@ def evaluate_plans(db: Database, ref: SystemRef, m: ModelArch, plans: dict[str, 
     for u, key in enumerate(uniq):
         t, c, e, b, r = (int(x) for x in key[:5])
         s_ = bool(key[5])
-        tr = _Trainer(db, ref, m, t, 1, 1, c, e, s_, b, seq, precision, flash, ep_overlap, tp_overlap)
+        tr = _Trainer(db, ref, m, t, 1, 1, c, e, s_, b, seq, precision, flash, overlap)
         tr._cache = coll_cache
         dparts = tr.layer(False, RECOMPUTE[r]) if m.dense_mlp_layers else _Parts()
         mparts = tr.layer(True, RECOMPUTE[r]) if m.moe_layers else _Parts()

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InputError
 from ..models import ModelArch, get_model
 from ..specdb import Database, SystemRef, load_database
-from ..training import RECOMPUTE, TIME_PARTS, TrainingResult, estimate_training, evaluate_plans
+from ..training import RECOMPUTE, TIME_PARTS, CommOverlap, TrainingResult, estimate_training, evaluate_plans
 from .partition import Partition, partition_stages
 
 OBJECTIVES = ("time", "cost", "energy")
@@ -106,6 +106,7 @@ def plan_training(model, system: str, gpus, seq_len: int, global_batch: int, pre
         raise InputError(f"--top: expected a positive count, got {top}")
     db = db or load_database()
     m = get_model(model)
+    overlap = CommOverlap(ep=ep_overlap, tp=tp_overlap)
     counts = [gpus] if isinstance(gpus, int) else list(gpus)
     base = db.resolve_system(system)
     acc = base.accelerator
@@ -121,8 +122,7 @@ def plan_training(model, system: str, gpus, seq_len: int, global_batch: int, pre
         if not len(plans["tp"]):
             continue
         ref = SystemRef(base.system, acc, n)
-        ev = evaluate_plans(db, ref, m, plans, seq_len, global_batch, precision, ep_overlap=ep_overlap,
-                            tp_overlap=tp_overlap)
+        ev = evaluate_plans(db, ref, m, plans, seq_len, global_batch, precision, overlap=overlap)
         evaluated += len(plans["tp"])
         ok = np.nonzero(ev["fits"])[0]
         feasible += len(ok)
@@ -135,13 +135,12 @@ def plan_training(model, system: str, gpus, seq_len: int, global_batch: int, pre
         raise InputError(_no_fit_message(m, base, counts, seq_len, global_batch, precision, db, allow_cross_node_tp))
     best.sort(key=lambda x: x[0])
     chosen = best[:top]
-    results = [_estimate(m, base, n, p, seq_len, global_batch, precision, db, ep_overlap=ep_overlap,
-                         tp_overlap=tp_overlap)
+    results = [_estimate(m, base, n, p, seq_len, global_batch, precision, db, overlap=overlap)
                for _, n, p in chosen]
     part = None
     if partition and chosen and chosen[0][2]["pp"] > 1:
         part, improved = _repartition(m, base, chosen[0][1], chosen[0][2], seq_len, global_batch, precision, db,
-                                      results[0], ep_overlap, tp_overlap)
+                                      results[0], overlap)
         if improved is not None:
             results[0] = improved
     why = _why(results[0], results[1]) if len(results) > 1 else []
@@ -149,20 +148,20 @@ def plan_training(model, system: str, gpus, seq_len: int, global_batch: int, pre
                       [s for s, _, _ in chosen], part, why)
 
 
-def _estimate(m, base, n, p, seq, gb, precision, db, stage_layers=None, ep_overlap=False,
-              tp_overlap=False) -> TrainingResult:
+def _estimate(m, base, n, p, seq, gb, precision, db, stage_layers=None,
+              overlap: CommOverlap = CommOverlap()) -> TrainingResult:
     return estimate_training(m, SystemRef(base.system, base.accelerator, n), n, seq_len=seq, global_batch=gb,
                              tp=p["tp"], pp=p["pp"], dp=p["dp"], cp=p["cp"], ep=p["ep"], vp=p["vp"],
                              micro_batch=p["mb"], sequence_parallel=bool(p["sp"]), precision=precision,
                              recompute=RECOMPUTE[p["rec"]], zero=p["zero"], stage_layers=stage_layers,
-                             ep_overlap=ep_overlap, tp_overlap=tp_overlap, db=db)
+                             ep_overlap=overlap.ep, tp_overlap=overlap.tp, db=db)
 
 
-def _repartition(m, base, n, p, seq, gb, precision, db, even: TrainingResult, ep_overlap: bool = False,
-                 tp_overlap: bool = False):
+def _repartition(m, base, n, p, seq, gb, precision, db, even: TrainingResult,
+                 overlap: CommOverlap = CommOverlap()):
     """ILP over the winner's stages: per-layer time from the even plan, head work on the end stages."""
     one = _estimate(m, base, n, {**p, "pp": 1, "dp": p["dp"] * p["pp"], "vp": 1}, seq, gb, precision, db,
-                    ep_overlap=ep_overlap, tp_overlap=tp_overlap)
+                    overlap=overlap)
     per_mb = (one.time_breakdown_s["compute"] + one.time_breakdown_s["recompute"] + one.time_breakdown_s["tp_comm"]
               + one.time_breakdown_s["cp_comm"] + one.time_breakdown_s["ep_comm"]) / max(one.micro_batches, 1)
     head = _head_times(m, base, n, p, seq, gb, precision, db)
@@ -171,8 +170,7 @@ def _repartition(m, base, n, p, seq, gb, precision, db, even: TrainingResult, ep
     part = partition_stages(t_layer, p["pp"], first_extra=head[0], last_extra=head[1])
     if part.layers_per_stage == even.stage_layers:
         return part, None
-    res = _estimate(m, base, n, p, seq, gb, precision, db, stage_layers=part.layers_per_stage, ep_overlap=ep_overlap,
-                    tp_overlap=tp_overlap)
+    res = _estimate(m, base, n, p, seq, gb, precision, db, stage_layers=part.layers_per_stage, overlap=overlap)
     return part, (res if res.step_time_s <= even.step_time_s else None)
 
 
