@@ -10,10 +10,11 @@
   ``T (8h + 3 f_eff / t)`` elements (residual, norms, QKV, attention output and the MLP's widest
   intermediate), plus fp32 logits for the sequences sampled.
 * Reserve: vLLM and SGLang take ``memory_fraction`` of the whole device (``gpu_memory_utilization``
-  0.9); TensorRT-LLM gives the KV cache that fraction of the memory still free after weights and
-  activations (``kv_cache_free_gpu_mem_fraction`` 0.9). The rest is left for the CUDA context, library
-  workspaces and fragmentation.
+  0.9); TensorRT-LLM gives the KV cache that fraction of the memory still free after weights,
+  activations and the CUDA context with its library handles (``kv_cache_free_gpu_mem_fraction`` 0.9;
+  ``RUNTIME_CONTEXT_GB``). The rest is left for library workspaces and fragmentation.
 """
+
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ from .models import ModelArch
 from .ops import Shard, kv_elements_per_token_layer
 
 GB = 1e9
+# Device memory a serving process holds before weights, activations and KV: the CUDA context, cuBLAS and
+# NCCL handles. TensorRT-LLM's memory guide (docs/source/reference/memory.md, FAQ log on an H100 80GB):
+# total 79.10 GiB, available 70.48 GiB after the engine (6,695 MiB), execution context (1,134.01 MiB),
+# runtime buffers (43.29 MB) and decoder (180.30 MB) were allocated: 9.26 GB used, 8.43 GB of it named,
+# 0.82 GB not.
+RUNTIME_CONTEXT_GB = 0.82
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,8 @@ def plan_memory(model: ModelArch, shard: Shard, pp: int, capacity_gb: float, eng
     weights = weight_bytes_per_gpu(model, shard, pp, w_bytes)
     acts = activation_bytes(model, shard, engine.max_num_tokens, min(engine.max_batch, engine.max_num_tokens), act_bytes)
     if engine.fraction_of_free:
-        reserve = (1 - engine.memory_fraction) * max(capacity - weights.total - acts, 0.0)
+        free = max(capacity - weights.total - acts - RUNTIME_CONTEXT_GB * GB, 0.0)
+        reserve = RUNTIME_CONTEXT_GB * GB + (1 - engine.memory_fraction) * free
     else:
         reserve = (1 - engine.memory_fraction) * capacity
     budget = capacity - reserve - weights.total - acts

@@ -104,3 +104,19 @@ def test_a_batch_cap_binds_the_offline_concurrency(db):
     capped = estimate_inference("llama-3.1-8b", engine="vllm:max_num_seqs=64", **kw)
     assert capped.batch == 64 < free.batch and capped.output_tokens_per_s < free.output_tokens_per_s
     assert capped.engine == "vllm:max_batch=64"
+
+
+def test_kv_budgets_of_whole_device_and_fraction_of_free_engines():
+    """vLLM takes 0.9 of the whole device; TensorRT-LLM gives the KV cache 0.9 of what is free once the
+    weights, the activations and the 0.82 GB CUDA context are allocated (its memory guide's H100 log)."""
+    from perfmodel.memory import GB, RUNTIME_CONTEXT_GB, plan_memory
+    from perfmodel.ops import Shard
+
+    m = get_model("llama-3.1-8b")
+    vllm, trt = get_engine("vllm"), get_engine("trtllm")
+    pv = plan_memory(m, Shard(), 1, 80.0, vllm, 2.0, 2.0, 2.0, 2048)
+    assert pv.reserve == pytest.approx(0.1 * 80 * GB)
+    pt = plan_memory(m, Shard(), 1, 80.0, trt, 2.0, 2.0, 2.0, 2048)
+    free = 80 * GB - pt.weights.total - pt.activations - RUNTIME_CONTEXT_GB * GB
+    assert pt.reserve == pytest.approx(RUNTIME_CONTEXT_GB * GB + 0.1 * free)
+    assert pt.kv_budget == pytest.approx(0.9 * free)
