@@ -32,6 +32,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import pdtrc
 from scipy.stats import poisson
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -493,10 +494,11 @@ def tpot_p99(step: float, prefill_s: float, lam: float, tpot: float, outputs: np
         return step
 
     def tail(x: float) -> float:
-        return float(np.mean(poisson.sf(np.floor((x - step) * o / prefill_s), mu)))
+        k = np.floor((x - step) * o / prefill_s)
+        return float(np.mean(np.where(k < 0, 1.0, pdtrc(np.maximum(k, 0), mu))))  # P(N > k)
 
     lo, hi = step, step + prefill_s * float(np.max(poisson.ppf(0.9999, mu) / o)) + 1e-12
-    for _ in range(50):
+    for _ in range(32):  # to 2^-32 of the bracket
         mid = 0.5 * (lo + hi)
         if tail(mid) > 0.01:
             lo = mid
