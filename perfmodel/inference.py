@@ -36,7 +36,7 @@ from scipy.special import pdtrc
 from scipy.stats import poisson
 from pydantic import BaseModel, ConfigDict, Field
 
-from .burst import BurstResult, simulate_burst
+from .burst import BurstResult, simulate_burst, spread_outputs
 from .comm import collective_time
 from .engines import get_engine, tune
 from .errors import InputError
@@ -413,9 +413,11 @@ def estimate_inference(
 
         tpot_step = dec.time_s * max(pp, 1)
         if requests is not None:
-            burst = _burst(math.ceil(requests / dp), C, isl, osl, eng.max_num_tokens * ctx.attn_ranks, pp,
-                           decode, prefill_per_req)
-            out_rate_total = math.ceil(requests / dp) * osl / burst.makespan_s * dp
+            n_inst = math.ceil(requests / dp)
+            outs = spread_outputs(n_inst, lengths.output_points()) if lengths.osl_std or lengths.osl_points else None
+            burst = _burst(n_inst, C, isl, osl, eng.max_num_tokens * ctx.attn_ranks, pp, decode, prefill_per_req,
+                           outs)
+            out_rate_total = (sum(outs) if outs else n_inst * osl) / burst.makespan_s * dp
             ttft, e2e, makespan = burst.mean_ttft_s, burst.mean_e2e_s, burst.makespan_s
             tpot = burst.mean_itl_s if osl > 1.5 else tpot_step
         else:
@@ -617,14 +619,15 @@ def _decode_grid(cap: int, decode) -> tuple[list[int], list[float]]:
     return grid, [decode(c).time_s for c in grid]
 
 
-def _burst(n, cap, isl, osl, budget, pp, decode, prefill_per_req) -> BurstResult:
-    """All ``n`` requests of one instance queued at once (``--requests``): simulate to the last token.
+def _burst(n, cap, isl, osl, budget, pp, decode, prefill_per_req, outputs=None) -> BurstResult:
+    """All ``n`` requests of one instance queued at once (``--requests``): simulate to the last token, each
+    request with its own output length where ``outputs`` gives them.
 
     Decode-step times come from concurrencies 1, 2, 4, ... cap, interpolated linearly in between."""
     grid, grid_t = _decode_grid(cap, decode)
     table = np.interp(np.arange(cap + 1), grid, np.array(grid_t) * max(pp, 1))
     table[0] = 0.0
-    return simulate_burst(n, cap, isl, osl, budget, lambda d: float(table[d]), prefill_per_req / isl)
+    return simulate_burst(n, cap, isl, osl, budget, lambda d: float(table[d]), prefill_per_req / isl, outputs)
 
 
 def _disaggregated(ctx, ref, arch, shard, pp, prefill_gpus, decode_gpus, isl, osl, cap, decode, prefill_per_req,

@@ -76,3 +76,31 @@ def test_cli_rejects_a_non_positive_burst(tmp_path):
                                    "--isl", "100", "--osl", "10", "--requests", "0"])
     assert out.exit_code == 2
     assert "--requests" in out.output and "Traceback" not in out.output
+
+
+def test_requests_with_their_own_output_lengths_by_hand():
+    """Two prompts admitted in the first 1 s iteration, one with 2 output tokens and one with 4: the first
+    finishes at 2 s, the second at 4 s. TTFT 1 s each, ITL 1 s each, mean latency 3 s, makespan 4 s."""
+    r = simulate_burst(2, 2, 1, 3, 100, lambda d: 1.0, 0.0, outputs=[2, 4])
+    assert (r.makespan_s, r.mean_ttft_s, r.mean_itl_s, r.mean_e2e_s) == (4.0, 1.0, 1.0, 3.0)
+
+
+def test_spread_outputs_are_a_fair_deterministic_mix():
+    from perfmodel.burst import spread_outputs
+
+    pts = list(range(1, 201))
+    a = spread_outputs(500, pts)
+    assert a == spread_outputs(500, pts) and len(a) == 500
+    assert abs(sum(a) / 500 - 100.5) < 2
+    assert min(a[:50]) < 30 and max(a[:50]) > 170  # any stretch of requests mixes short and long
+
+
+def test_a_spread_of_outputs_lengthens_a_burst(db):
+    """Same mean output, 500 requests at once: with a spread the run ends with the longest requests decoding
+    at a small batch, so output throughput falls."""
+    from perfmodel.inference import estimate_inference
+
+    kw = dict(requests=500, db=db, breakdown=False)
+    fixed = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 202, 214, **kw)
+    spread = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 202, 214, osl_std=150, **kw)
+    assert spread.output_tokens_per_s < 0.8 * fixed.output_tokens_per_s
