@@ -157,3 +157,12 @@ def test_heterogeneous_pools_split_the_batch_by_speed(db):
     res = CliRunner().invoke(app, ["plan", "train", "--model", "llama-3.1-8b", "--system", "dgx-h100:x",
                                    "--seq-len", "4096", "--global-batch", "128"])
     assert res.exit_code == 2 and "SYSTEM:GPUS" in res.stderr
+
+
+def test_serving_plans_with_a_length_spread_are_never_better(db):
+    """Spread request lengths bring more context per decode step, a longer TPOT tail and a longer prompt
+    queue, so the best plan's goodput per GPU can only fall."""
+    kw = dict(gpus=8, precision="fp8", top=1, db=db)
+    fixed = plan_serving("llama-3.1-8b", "dgx-h100", 1000, 500, 1000, 50, **kw)
+    spread = plan_serving("llama-3.1-8b", "dgx-h100", 1000, 500, 1000, 50, isl_std=500, osl_std=400, **kw)
+    assert spread.plans[0].rate <= fixed.plans[0].rate

@@ -174,6 +174,8 @@ def serve(
     precision: Annotated[Optional[str], typer.Option("--precision", help="Fix the precision (default: try bf16 and fp8).")] = None,
     allow_disaggregated: Annotated[bool, typer.Option("--allow-disaggregated", help="Also try prefill/decode pools.")] = False,
     top: Annotated[int, typer.Option("--top", help="How many plans to show.")] = 5,
+    isl_std: Annotated[float, typer.Option("--isl-std", help="Standard deviation of input tokens across requests.")] = 0.0,
+    osl_std: Annotated[float, typer.Option("--osl-std", help="Standard deviation of output tokens across requests.")] = 0.0,
     json_out: JsonOpt = False,
     specs: SpecsOpt = None,
 ) -> None:
@@ -186,7 +188,7 @@ def serve(
     db = database(specs)
     with _spinner("searching serving layouts", json_out):
         res = plan_serving(model, system, isl, osl, slo_ttft_ms, slo_tpot_ms, gpus, rate, precision,
-                           allow_disaggregated, top, db)
+                           allow_disaggregated, top, db, isl_std=isl_std, osl_std=osl_std)
     if json_out:
         print_json({"model": res.model, "system": res.system, "evaluated": res.evaluated,
                     "plans": [p.as_dict() for p in res.plans]})

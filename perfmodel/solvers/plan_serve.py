@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from ..errors import InputError
 from ..inference import estimate_inference
+from ..lengths import Lengths
 from ..models import get_model
 from ..specdb import Database, load_database
 
@@ -64,14 +65,18 @@ def _tps(m, domain: int) -> list[int]:
 
 def plan_serving(model, system: str, isl: float, osl: float, slo_ttft_ms: float, slo_tpot_ms: float,
                  gpus: int | None = None, rate: float | None = None, precision: str | None = None,
-                 allow_disaggregated: bool = False, top: int = 5, db: Database | None = None) -> ServeSearch:
-    """Rank serving layouts for a GPU budget (goodput per GPU) or a target rate (fewest GPUs)."""
+                 allow_disaggregated: bool = False, top: int = 5, db: Database | None = None,
+                 isl_std: float = 0.0, osl_std: float = 0.0) -> ServeSearch:
+    """Rank serving layouts for a GPU budget (goodput per GPU) or a target rate (fewest GPUs); ``isl_std`` and
+    ``osl_std`` describe how request lengths vary (see :mod:`perfmodel.lengths`)."""
     if (gpus is None) == (rate is None):
         raise InputError("--gpus/--rate: give a GPU budget or a target request rate, not both")
     if slo_ttft_ms <= 0 or slo_tpot_ms <= 0:
         raise InputError("--slo-ttft-ms/--slo-tpot-ms: expected positive milliseconds")
     db = db or load_database()
     m = get_model(model)
+    spread = {"isl_std": isl_std, "osl_std": osl_std}
+    Lengths(isl, osl, isl_std, osl_std)  # checks the workload up front
     ref = db.resolve_system(system)
     acc = ref.accelerator
     domain = int(ref.system.scale_up.domain_size.value) if ref.system.scale_up.topology.value != "none" else 1
@@ -92,13 +97,13 @@ def plan_serving(model, system: str, isl: float, osl: float, slo_ttft_ms: float,
                         for chunk in CHUNK_TOKENS:
                             evaluated += 1
                             plan = _colocated(m, ref, isl, osl, slo_ttft_ms, slo_tpot_ms, prec, tp, pp, ep, cap,
-                                              chunk, db, best_seen)
+                                              chunk, db, best_seen, spread)
                             if plan is not None:
                                 plans.append(plan)
                     if allow_disaggregated:
                         evaluated += 1
                         plan = _disaggregated(m, ref, isl, osl, slo_ttft_ms, slo_tpot_ms, prec, tp, pp, ep, db,
-                                              gpus)
+                                              gpus, spread)
                         if plan is not None:
                             plans.append(plan)
     if not plans:
@@ -130,11 +135,11 @@ def plan_serving(model, system: str, isl: float, osl: float, slo_ttft_ms: float,
 
 
 def _colocated(m, ref, isl, osl, slo_ttft, slo_tpot, prec, tp, pp, ep, cap, chunk, db,
-               best_seen) -> ServePlan | None:
+               best_seen, spread) -> ServePlan | None:
     try:
         r = estimate_inference(m, ref.system.id, isl, osl, gpus=tp * pp, tp=tp, pp=pp, ep=ep, dp=1, precision=prec,
                                batch=cap, scenario="server", slo_ttft_ms=slo_ttft, slo_tpot_ms=slo_tpot,
-                               chunk_tokens=chunk, breakdown=False, db=db)
+                               chunk_tokens=chunk, breakdown=False, db=db, **spread)
     except InputError as e:
         if "no request rate meets" in str(e):
             _note_best(m, ref, isl, osl, prec, tp, pp, ep, db, best_seen)
@@ -156,15 +161,16 @@ def _note_best(m, ref, isl, osl, prec, tp, pp, ep, db, best_seen) -> None:
     best_seen["tpot"] = min(best_seen["tpot"], r.decode_step_ms * pp)
 
 
-def _disaggregated(m, ref, isl, osl, slo_ttft, slo_tpot, prec, tp, pp, ep, db, budget) -> ServePlan | None:
+def _disaggregated(m, ref, isl, osl, slo_ttft, slo_tpot, prec, tp, pp, ep, db, budget,
+                   spread) -> ServePlan | None:
     """One prefill:decode group: decode at the largest batch meeting the TPOT SLO, prefill at the largest
-    rate whose p99 TTFT (M/D/1 with exponential tail) plus the KV transfer meets the TTFT SLO."""
+    rate whose p99 TTFT (M/G/1 with exponential tail) plus the KV transfer meets the TTFT SLO."""
     inst = tp * pp
     dec_rate, dec_batch, tpot = 0.0, 0, 0.0
     for cap in BATCH_CAPS:
         try:
             r = estimate_inference(m, ref.system.id, isl, osl, gpus=inst, tp=tp, pp=pp, ep=ep, dp=1,
-                                   precision=prec, batch=cap, breakdown=False, db=db)
+                                   precision=prec, batch=cap, breakdown=False, db=db, **spread)
         except InputError:
             break
         step_ms = r.decode_step_ms * pp
@@ -175,7 +181,8 @@ def _disaggregated(m, ref, isl, osl, slo_ttft, slo_tpot, prec, tp, pp, ep, db, b
         return None
     try:
         d = estimate_inference(m, ref.system.id, isl, osl, gpus=2 * inst, tp=tp, pp=pp, ep=ep, precision=prec,
-                               prefill_gpus=inst, decode_gpus=inst, batch=dec_batch, breakdown=False, db=db)
+                               prefill_gpus=inst, decode_gpus=inst, batch=dec_batch, breakdown=False, db=db,
+                               **spread)
     except InputError:
         return None
     p_s = d.prefill_ms_per_request / 1e3
@@ -184,7 +191,7 @@ def _disaggregated(m, ref, isl, osl, slo_ttft, slo_tpot, prec, tp, pp, ep, db, b
     for _ in range(40):
         lam = 0.5 * (lo + hi)
         rho = lam * p_s
-        wait = rho * p_s / (2 * (1 - rho))
+        wait = rho * p_s * (1 + (spread["isl_std"] / isl) ** 2) / (2 * (1 - rho))
         theta = wait / rho
         p99 = base + (theta * math.log(rho / 0.01) if rho > 0.01 else 0.0)
         lo, hi = (lam, hi) if p99 * 1e3 <= slo_ttft else (lo, lam)
