@@ -178,7 +178,7 @@ def _print_infer(r: InferenceResult, show_breakdown: bool) -> None:
     if r.tpot_p99_ms is not None:
         rows.append(("p99 TTFT / TPOT", f"{r.ttft_p99_ms:,.1f} / {r.tpot_p99_ms:,.2f}", "ms"))
     if r.slo_attainment is not None:
-        rows.append(("SLO attainment", f"{r.slo_attainment:.1%}", "of requests (M/D/1 TTFT tail, Poisson TPOT tail)"))
+        rows.append(("SLO attainment", f"{r.slo_attainment:.1%}", "of requests (M/G/1 TTFT tail, Poisson TPOT tail)"))
     if r.max_rate_within_slo is not None:
         rows.append(("max rate within SLO", f"{r.max_rate_within_slo:,.3g}", "requests/s"))
     if r.kv_transfer_ms is not None:
