@@ -15,6 +15,7 @@ Vol. II, Section XI.4; its use for LLM batches follows from Little's law applied
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,11 +37,11 @@ class Lengths:
     def __post_init__(self):
         if self.osl_points and min(self.osl_points) <= 0:
             raise InputError("osl_points: expected positive output lengths")
-        if self.isl <= 0 or self.osl <= 0:
+        if not (math.isfinite(self.isl) and math.isfinite(self.osl)) or self.isl <= 0 or self.osl <= 0:
             raise InputError(f"--isl/--osl: expected positive token counts (got {self.isl}, {self.osl})")
         for flag, v in (("--isl-std", self.isl_std), ("--osl-std", self.osl_std)):
-            if v < 0:
-                raise InputError(f"{flag}: expected a standard deviation >= 0, got {v}")
+            if not math.isfinite(v) or v < 0:
+                raise InputError(f"{flag}: expected a finite standard deviation >= 0, got {v}")
         if not -1.0 <= self.corr <= 1.0:
             raise InputError(f"--isl-osl-corr: expected a correlation between -1 and 1, got {self.corr}")
 

@@ -32,10 +32,11 @@ def test_correlated_inputs_add_their_covariance():
     assert L.decode_context == pytest.approx(375)
 
 
-@pytest.mark.parametrize("kw", [dict(osl_std=-1.0), dict(isl_std=-5.0), dict(corr=1.5)])
+@pytest.mark.parametrize("kw", [dict(osl_std=-1.0), dict(isl_std=-5.0), dict(corr=1.5), dict(osl_std=float("nan")),
+                                dict(isl_std=float("inf")), dict(isl=float("nan")), dict(osl=float("inf"))])
 def test_bad_spreads_are_input_errors(kw):
     with pytest.raises(InputError):
-        Lengths(100, 100, **kw)
+        Lengths(**{"isl": 100.0, "osl": 100.0, **kw})
 
 
 @settings(max_examples=8, deadline=None)
