@@ -326,6 +326,9 @@ def estimate_inference(
     lengths = Lengths(isl, osl, isl_std, osl_std, isl_osl_corr, tuple(osl_quantiles))
     if scenario not in ("offline", "server"):
         raise InputError(f"--scenario: expected offline or server (got '{scenario}')")
+    for flag, v in (("--rate", rate), ("--slo-ttft-ms", slo_ttft_ms), ("--slo-tpot-ms", slo_tpot_ms)):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise InputError(f"{flag}: expected a positive finite number, got {v}")
     if scenario == "server" and (rate is None or rate <= 0) and not (slo_ttft_ms or slo_tpot_ms):
         raise InputError("--rate: the server scenario needs a positive request rate, or SLOs to find one")
     if requests is not None and requests < 1:

@@ -180,3 +180,11 @@ def test_a_borrowed_gemm_fraction_is_listed_as_an_assumption(db):
     b = estimate_inference("llama-3.1-8b", "1 x b200", 1000, 1000, precision="fp4", db=db)
     assert not any("GEMM fraction" in a for a in b.assumptions)
     assert device_rates(db.accelerator("b200"), sustained=False).achievable_tflops("fp4") == pytest.approx(9000 * 0.63)
+
+
+@pytest.mark.parametrize("kw,flag", [(dict(rate=float("nan")), "--rate"), (dict(rate=-2.0), "--rate"),
+                                     (dict(slo_tpot_ms=float("nan")), "--slo-tpot-ms"),
+                                     (dict(slo_ttft_ms=0.0, slo_tpot_ms=50.0), "--slo-ttft-ms")])
+def test_server_numbers_must_be_positive_and_finite(db, kw, flag):
+    with pytest.raises(InputError, match=flag):
+        estimate_inference("llama-3.1-8b", "1 x h100-sxm", 500, 300, scenario="server", db=db, **kw)
