@@ -23,6 +23,9 @@ def library_ms(repeats: int = 30) -> dict[str, float]:
                                              gpus=8, precision="fp8"),
         "deepseek-v3, attention-dp ep8 hgx-h200": dict(model="deepseek-v3", system="hgx-h200", isl=1000, osl=1000,
                                                        tp=8, ep=8, gpus=8, attention_dp=True, precision="fp8"),
+        "llama-2-70b server SLOs, osl std 230, hgx-h200": dict(
+            model="llama-2-70b", system="hgx-h200", isl=222, osl=292, gpus=8, precision="fp8", scenario="server",
+            slo_ttft_ms=450, slo_tpot_ms=40, osl_std=230),
     }
     out = {}
     for name, kw in cases.items():
