@@ -8,9 +8,10 @@ mean context of the sequences in a decode step, each at a uniformly random point
 
 and the mean final length of those sequences (the KV cache each will hold) is
 ``E[i] + cov(i, o)/E[o] + (E[o]^2 + var(o)) / E[o]``. Fixed lengths give the familiar ``isl + osl/2`` and
-``isl + osl``; a dataset with a long tail of outputs gives much more. Source of the identity: the
-length-biased (renewal) sampling of Feller, *An Introduction to Probability Theory and Its Applications*
-Vol. II, Section XI.4; its use for LLM batches follows from Little's law applied per request.
+``isl + osl``; a dataset with a long tail of outputs gives much more. This is length-biased sampling,
+the waiting-time (inspection) paradox of renewal theory (Feller, *An Introduction to Probability Theory
+and Its Applications*, Vol. II); that a batch holds each request in proportion to its decode time is
+Little's law applied per request.
 """
 
 from __future__ import annotations
