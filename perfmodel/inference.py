@@ -314,10 +314,11 @@ def estimate_inference(
 
     ``isl``/``osl`` are mean lengths; ``isl_std``, ``osl_std`` and ``isl_osl_corr`` describe how they vary
     across requests. Decode steps then see the length-biased context of :mod:`perfmodel.lengths` (long
-    outputs stay in the batch longer); prefill work and a finite burst use the means. ``osl_quantiles``
-    (equal-weight quantiles of the output length, rescaled to ``osl``) make the server scenario's p99 TPOT
-    a tail over requests of every length: a short answer that meets another prompt's prefill has a long
-    TPOT."""
+    outputs stay in the batch longer), prompts queue as M/G/1, and a finite burst gives each request its own
+    output length; prefill work uses the mean prompt. ``osl_quantiles`` (equal-weight quantiles of the
+    output length, rescaled to ``osl``; a gamma of ``osl_std`` otherwise) make the server scenario's p99
+    TPOT a tail over requests of every length: a short answer that meets another prompt's prefill has a
+    long TPOT."""
     db = db or load_database(specs)
     arch = get_model(model)
     precision = check_precision(precision)
