@@ -432,7 +432,7 @@ def estimate_inference(
         prefill_share = C * prefill_per_req / cycle(C)
     else:
         solved = _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_per_req, ttft_alone,
-                         lengths.output_points(), (lengths.isl_std / isl) ** 2)
+                         lengths.output_points(), lengths.prompt_cv2)
         C, dec, tpot, ttft, e2e, lam, slo_att, max_rate, ttft99, tpot99 = solved
         out_rate_total = lam * osl
         prefill_share = min(lam / dp * prefill_per_req, 1.0)
@@ -514,12 +514,13 @@ def tpot_p99(step: float, prefill_s: float, lam: float, tpot: float, outputs: np
 
 
 def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_per_req, ttft_alone,
-            outputs=None, prefill_cv2: float = 0.0):
+            outputs: np.ndarray, prefill_cv2: float):
     """Fixed point of Little's law at a rate; also the largest rate meeting the SLOs (bisection).
 
     Prompts queue for the prefill as in an M/G/1 queue: the Pollaczek-Khinchine mean wait
     ``rho p (1 + cv^2) / (2 (1 - rho))``, where ``cv`` is the prefill time's coefficient of variation (taken
-    as the prompt length's, ``prefill_cv2`` = cv^2); fixed prompts give the M/D/1 wait.
+    as the prompt length's, ``prefill_cv2`` = cv^2); fixed prompts give the M/D/1 wait. ``outputs`` are the
+    equal-weight output lengths of :func:`tpot_p99` (the mean alone for fixed lengths).
 
     The search interpolates the decode-step time between concurrencies 1, 2, 4, ... cap (piecewise
     linear); the reported state at the chosen rate uses the exact step.
@@ -555,8 +556,7 @@ def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_pe
         theta = wait / rho if rho > 0 else 0.0
         arrivals = lam * osl * tpot  # prompts that arrive, and interleave, while one request decodes
         return dict(c=c, dec=dec, tpot=tpot, ttft=ttft, e2e=e2e, wait=wait, theta=theta, rho=rho, step=step,
-                    arrivals=arrivals, tpot99=tpot_p99(step, prefill_per_req, lam, tpot,
-                                                       np.array([osl]) if outputs is None else outputs))
+                    arrivals=arrivals, tpot99=tpot_p99(step, prefill_per_req, lam, tpot, outputs))
 
     def p99_ttft(s) -> float:
         tail = s["theta"] * math.log(s["rho"] / 0.01) if s["rho"] > 0.01 and s["theta"] > 0 else 0.0
@@ -610,7 +610,7 @@ def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_pe
         p_tpot = 1.0
         if slo_tpot_ms is not None:
             room = slo_tpot_ms / 1e3 - s["step"]  # interleaved prefill time a request can absorb per token
-            o = np.array([osl]) if outputs is None else np.asarray(outputs, dtype=float)
+            o = np.asarray(outputs, dtype=float)
             p_tpot = 0.0 if room < 0 else float(np.mean(poisson.cdf(
                 np.floor(room * o / prefill_per_req), s["arrivals"] * o / osl)))
         att = max(0.0, p_ttft) * p_tpot

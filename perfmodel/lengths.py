@@ -67,6 +67,12 @@ class Lengths:
         return pts * (self.osl / pts.mean())
 
     @property
+    def prompt_cv2(self) -> float:
+        """Squared coefficient of variation of the prompt length: what an M/G/1 prompt queue's wait scales by
+        (as ``1 + cv^2``), taking prefill time as proportional to the prompt."""
+        return (self.isl_std / self.isl) ** 2
+
+    @property
     def _cov_term(self) -> float:
         return self.corr * self.isl_std * self.osl_std / self.osl
 

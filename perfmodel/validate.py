@@ -7,6 +7,8 @@ A case that the model cannot predict yet is reported as ``unsupported: <reason>`
 
 from __future__ import annotations
 
+import functools
+
 import math
 import statistics
 from pathlib import Path
@@ -365,14 +367,19 @@ def _infer(case: Case, db: Database) -> float:
     return getattr(best, metric)
 
 
+@functools.lru_cache(maxsize=1)
+def _dataset_table() -> tuple[dict, ...]:
+    """perfmodel/validation/datasets.yaml, read once per process (read-only rows)."""
+    import yaml
+
+    return tuple(yaml.safe_load((builtin_cases_path().parent / "datasets.yaml").read_text()))
+
+
 def dataset_means(case: Case) -> dict | None:
     """Mean lengths of a known benchmark dataset (perfmodel/validation/datasets.yaml) for an MLPerf case."""
     if "mlperf" not in case.source.lower() or not isinstance(case.model, str):
         return None
-    import yaml
-
-    table = yaml.safe_load((builtin_cases_path().parent / "datasets.yaml").read_text())
-    for row in table:
+    for row in _dataset_table():
         if row["model"] == case.model and row["isl_max"] == case.infer.isl_max:
             return row
     return None

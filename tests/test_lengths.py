@@ -14,6 +14,7 @@ from perfmodel.lengths import Lengths
 def test_fixed_lengths_give_the_usual_context():
     L = Lengths(1000, 200)
     assert L.decode_context == 1100 and L.final_context == 1200 and not L.varies
+    assert L.prompt_cv2 == 0.0 and Lengths(1000, 200, isl_std=500).prompt_cv2 == 0.25
 
 
 def test_length_biased_context_by_hand():

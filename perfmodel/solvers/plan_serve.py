@@ -75,8 +75,8 @@ def plan_serving(model, system: str, isl: float, osl: float, slo_ttft_ms: float,
         raise InputError("--slo-ttft-ms/--slo-tpot-ms: expected positive milliseconds")
     db = db or load_database()
     m = get_model(model)
+    lengths = Lengths(isl, osl, isl_std, osl_std)  # checks the workload up front
     spread = {"isl_std": isl_std, "osl_std": osl_std}
-    Lengths(isl, osl, isl_std, osl_std)  # checks the workload up front
     ref = db.resolve_system(system)
     acc = ref.accelerator
     domain = int(ref.system.scale_up.domain_size.value) if ref.system.scale_up.topology.value != "none" else 1
@@ -103,7 +103,7 @@ def plan_serving(model, system: str, isl: float, osl: float, slo_ttft_ms: float,
                     if allow_disaggregated:
                         evaluated += 1
                         plan = _disaggregated(m, ref, isl, osl, slo_ttft_ms, slo_tpot_ms, prec, tp, pp, ep, db,
-                                              gpus, spread)
+                                              gpus, spread, lengths.prompt_cv2)
                         if plan is not None:
                             plans.append(plan)
     if not plans:
@@ -162,7 +162,7 @@ def _note_best(m, ref, isl, osl, prec, tp, pp, ep, db, best_seen) -> None:
 
 
 def _disaggregated(m, ref, isl, osl, slo_ttft, slo_tpot, prec, tp, pp, ep, db, budget,
-                   spread) -> ServePlan | None:
+                   spread, prompt_cv2) -> ServePlan | None:
     """One prefill:decode group: decode at the largest batch meeting the TPOT SLO, prefill at the largest
     rate whose p99 TTFT (M/G/1 with exponential tail) plus the KV transfer meets the TTFT SLO."""
     inst = tp * pp
@@ -191,7 +191,7 @@ def _disaggregated(m, ref, isl, osl, slo_ttft, slo_tpot, prec, tp, pp, ep, db, b
     for _ in range(40):
         lam = 0.5 * (lo + hi)
         rho = lam * p_s
-        wait = rho * p_s * (1 + (spread["isl_std"] / isl) ** 2) / (2 * (1 - rho))
+        wait = rho * p_s * (1 + prompt_cv2) / (2 * (1 - rho))
         theta = wait / rho
         p99 = base + (theta * math.log(rho / 0.01) if rho > 0.01 else 0.0)
         lo, hi = (lam, hi) if p99 * 1e3 <= slo_ttft else (lo, lam)
