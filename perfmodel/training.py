@@ -42,6 +42,7 @@ from .activations import (embedding_bytes, inflight_microbatches, layer_activati
 from .comm import collective_time
 from .errors import InputError
 from .flops import iteration_flops
+from .memory import RUNTIME_CONTEXT_GB
 from .models import ModelArch, get_model
 from .ops import Op, Shard, head_ops, layer_ops
 from .roofline import (DeviceRates, attention_time, device_rates, fallback_notes, gemm_time,
@@ -52,7 +53,9 @@ ACT_BYTES = 2.0
 GRAD_BYTES = 2.0  # gradients reduced in 16-bit (Megatron-Core DDP default grad_reduce_in_fp32=False)
 ADAM_BYTES_PER_PARAM = 4 * 4 + 4 * 3 + 2 + 4  # read p32, m, v, g32 (16) ; write p32, m, v (12) ; write p16 (2) ; grad zero (4)
 ALLOCATOR_MARGIN = 0.05  # share of the total for caching-allocator fragmentation (EleutherAI reports ~5 GiB on 80 GB)
-ALLOCATOR_FLOOR_BYTES = 1.0 * 2**30  # CUDA context and library workspaces
+# The CUDA context with its library handles, the same per-process memory a serving engine holds
+# (memory.RUNTIME_CONTEXT_GB, from TensorRT-LLM's memory guide H100 log; cited there).
+ALLOCATOR_FLOOR_BYTES = RUNTIME_CONTEXT_GB * 1e9
 
 
 class TrainingResult(BaseModel):

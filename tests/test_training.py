@@ -119,6 +119,16 @@ def test_more_dp_never_adds_weight_memory(db):
     assert all(a >= b for a, b in zip(mems, mems[1:]))
 
 
+def test_allocator_margin_is_five_percent_plus_the_serving_runtime_context(db):
+    """Training and serving charge the same CUDA context (0.82 GB, TensorRT-LLM's memory guide log):
+    margin = 5% of the named parts + 0.82e9 B."""
+    r = estimate_training("llama-3.1-8b", "dgx-h100", 8, tp=1, pp=1, dp=8, global_batch=64, micro_batch=1,
+                          seq_len=4096, db=db)
+    m = r.memory_per_gpu_bytes
+    named = m["weights_grads_optimizer"] + m["activations"] + m["comm_buffers"]
+    assert m["allocator_margin"] == pytest.approx(0.05 * named + 0.82e9)
+
+
 def test_faster_network_never_slows_a_step(tmp_path, db):
     d = tmp_path / "fast"
     d.mkdir()
