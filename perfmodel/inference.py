@@ -315,7 +315,8 @@ def estimate_inference(
     ``isl``/``osl`` are mean lengths; ``isl_std``, ``osl_std`` and ``isl_osl_corr`` describe how they vary
     across requests. Decode steps then see the length-biased context of :mod:`perfmodel.lengths` (long
     outputs stay in the batch longer), prompts queue as M/G/1, and a finite burst gives each request its own
-    output length; prefill work uses the mean prompt. ``osl_quantiles`` (equal-weight quantiles of the
+    output length; prefill projections and MLPs use the mean prompt, its attention the second moment
+    (``Lengths.prompt_attention_length``). ``osl_quantiles`` (equal-weight quantiles of the
     output length, rescaled to ``osl``; a gamma of ``osl_std`` otherwise) make the server scenario's p99
     TPOT a tail over requests of every length: a short answer that meets another prompt's prefill has a
     long TPOT."""
@@ -384,9 +385,10 @@ def estimate_inference(
 
     # prefill work per request, in engine-sized chunks
     chunk_seqs = max(1, int(eng.max_num_tokens // isl)) * ctx.attn_ranks
-    pre = ctx.step("prefill", chunk_seqs, chunk_seqs * isl, isl, chunk_seqs)
+    attn_len = lengths.prompt_attention_length
+    pre = ctx.step("prefill", chunk_seqs, chunk_seqs * isl, attn_len, chunk_seqs)
     prefill_per_req = pre.time_s / chunk_seqs
-    single = ctx.step("prefill", ctx.attn_ranks, ctx.attn_ranks * isl, isl, ctx.attn_ranks)
+    single = ctx.step("prefill", ctx.attn_ranks, ctx.attn_ranks * isl, attn_len, ctx.attn_ranks)
     ttft_alone = single.time_s
 
     decode_cache: dict[int, StepCost] = {}

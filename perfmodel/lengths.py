@@ -73,6 +73,12 @@ class Lengths:
         return (self.isl_std / self.isl) ** 2
 
     @property
+    def prompt_attention_length(self) -> float:
+        """The prompt length whose causal attention (``L^2 / 2`` query-key pairs) is the mean over prompts:
+        ``sqrt(E[i^2]) = sqrt(isl^2 + isl_std^2)``. Projections and MLPs scale with ``E[i]``; attention does not."""
+        return math.hypot(self.isl, self.isl_std)
+
+    @property
     def _cov_term(self) -> float:
         return self.corr * self.isl_std * self.osl_std / self.osl
 

@@ -88,11 +88,32 @@ def test_output_points_are_rescaled_to_the_mean():
 
 def test_prompt_spread_lengthens_the_queue_by_pollaczek_khinchine(db):
     """M/G/1: the mean wait for the prefill is rho p (1 + cv^2) / (2 (1 - rho)). Prompts whose length varies
-    with cv = 1 double the M/D/1 wait of fixed prompts at the same rate (the decode steps barely move)."""
+    with cv = 1 double the M/D/1 wait of fixed prompts at the same rate (the decode steps barely move). The
+    varied prompts' mean prefill p is itself a little longer (attention goes as E[i^2]), and so is their own
+    prefill inside the TTFT, by about the same p_spread - p_fixed."""
     kw = dict(scenario="server", rate=10.0, db=db, breakdown=False)
     fixed = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 2000, 200, **kw)
     spread = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 2000, 200, isl_std=2000, **kw)
-    p = fixed.prefill_ms_per_request
-    rho = 10.0 * p / 1e3
-    wait = rho * p / (2 * (1 - rho))
-    assert spread.ttft_ms - fixed.ttft_ms == pytest.approx(wait, rel=0.05)
+
+    def wait(p, cv2):
+        rho = 10.0 * p / 1e3
+        return rho * p * (1 + cv2) / (2 * (1 - rho))
+
+    pf, ps = fixed.prefill_ms_per_request, spread.prefill_ms_per_request
+    assert ps > pf
+    assert spread.ttft_ms - fixed.ttft_ms == pytest.approx(wait(ps, 1.0) - wait(pf, 0.0) + (ps - pf), rel=0.05)
+
+
+def test_prompt_spread_raises_prefill_attention_by_the_second_moment(db):
+    """Prompts of 2,000 +- 1,500 tokens: causal attention pairs go as E[i^2] = 2,000^2 + 1,500^2, so the
+    prefill attention FLOPs per prompt are L(L + 1) / (2,000 x 2,001) = 1.5624x those of fixed 2,000-token
+    prompts, with L = sqrt(E[i^2]) = 2,500; the projections and MLPs (linear in i) are unchanged."""
+    assert Lengths(2000, 100, isl_std=1500).prompt_attention_length == pytest.approx(2500)
+
+    def prefill(**kw):
+        r = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 2000, 100, db=db, **kw)
+        return {row.name: row.flops for row in r.breakdown if row.phase == "prefill"}
+
+    fixed, spread = prefill(), prefill(isl_std=1500)
+    assert spread["attention"] / fixed["attention"] == pytest.approx(2500 * 2501 / (2000 * 2001))
+    assert spread["mlp_up"] == fixed["mlp_up"]
