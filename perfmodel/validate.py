@@ -325,13 +325,13 @@ def _infer(case: Case, db: Database) -> float:
     if b.speculative:
         raise Unsupported(f"speculative decoding ({b.speculative}) is not modelled")
     isl, osl = b.isl, b.osl
-    spread = {}
+    spread, known = {}, None
     if isl is None or osl is None:
         known = dataset_means(case)
         if known is not None:
             isl = isl if isl is not None else known["isl_mean"]
             osl = osl if osl is not None else known["osl_mean"]
-            spread = dataset_spread(known, osl)
+            spread = dataset_spread(known, osl, b.osl_max)
     if osl is None:
         raise Unsupported("mean output length (osl) not stated")
     if isl is None:
@@ -341,30 +341,47 @@ def _infer(case: Case, db: Database) -> float:
     scenario = b.scenario or "offline"
     arch = get_model(case.model)
     tps = [b.tp] if b.tp else [t for t in (1, 2, 4, 8, 16) if gpus % t == 0 and t <= gpus]
-    best = None
+    best, best_kw = None, None
     for tp in tps:
         pp = b.pp or 1
         width = max(tp, b.ep or 1) if b.attention_dp else tp
         dp = b.dp if (b.dp and b.tp) else gpus // (width * pp)
         if width * pp * dp != gpus:
             dp = max(gpus // (width * pp), 1)
+        kw = dict(gpus=width * pp * dp, tp=tp, pp=pp, ep=b.ep or 1, dp=dp, attention_dp=bool(b.attention_dp),
+                  precision=precision, kv_precision=b.kv_precision, batch=b.concurrency, scenario=scenario,
+                  rate=b.rate, slo_ttft_ms=b.slo_ttft_ms, slo_tpot_ms=b.slo_tpot_ms, requests=b.requests,
+                  prefill_gpus=b.prefill_gpus, decode_gpus=b.decode_gpus, engine=engine_from_text(b.engine),
+                  breakdown=False, db=db, **spread)
         try:
-            res = estimate_inference(
-                arch, case.system, isl, osl, gpus=width * pp * dp, tp=tp, pp=pp, ep=b.ep or 1, dp=dp,
-                attention_dp=bool(b.attention_dp), precision=precision, kv_precision=b.kv_precision,
-                batch=b.concurrency, scenario=scenario, rate=b.rate, slo_ttft_ms=b.slo_ttft_ms,
-                slo_tpot_ms=b.slo_tpot_ms, requests=b.requests, prefill_gpus=b.prefill_gpus,
-                decode_gpus=b.decode_gpus, engine=engine_from_text(b.engine), breakdown=False, db=db, **spread)
+            res = estimate_inference(arch, case.system, isl, osl, **kw)
         except InputError as e:
             if len(tps) == 1:
                 raise Unsupported(str(e)) from None
             continue
         if best is None or res.output_tokens_per_s > best.output_tokens_per_s:
-            best = res
+            best, best_kw = res, kw
     if best is None:
         raise Unsupported("no tensor-parallel degree fits the model on this system")
-    metric = case.measured.metric
-    return getattr(best, metric)
+    n = mlperf_offline_samples(known, best.output_tokens_per_s / osl) if scenario == "offline" else None
+    if n is not None and b.requests is None:
+        best = estimate_inference(arch, case.system, isl, osl, **{**best_kw, "requests": n})
+    return getattr(best, case.measured.metric)
+
+
+MLPERF_OFFLINE_MIN_DURATION_S = 600.0  # mlperf.conf *.Offline.min_duration = 600000 (ms)
+LOADGEN_OFFLINE_SLACK = 1.1  # loadgen/test_settings_internal.cc kSlack
+
+
+def mlperf_offline_samples(row: dict | None, samples_per_s: float) -> int | None:
+    """Samples in an MLPerf Offline run: LoadGen issues one query of max(min_query_count, 1.1 x 600 s x
+    offline_expected_qps) samples and reports them over the time until the last completes, so the run
+    ends with its longest answers decoding in a shrinking batch. The submitter's expected QPS is taken as
+    the model's own steady-state rate. None when the benchmark's min_query_count is not recorded."""
+    if not row or not row.get("offline_min_query_count"):
+        return None
+    return int(max(row["offline_min_query_count"],
+                   math.ceil(LOADGEN_OFFLINE_SLACK * MLPERF_OFFLINE_MIN_DURATION_S * samples_per_s)))
 
 
 @functools.lru_cache(maxsize=1)
@@ -385,19 +402,27 @@ def dataset_means(case: Case) -> dict | None:
     return None
 
 
-def dataset_spread(row: dict, osl: float) -> dict:
+def dataset_spread(row: dict, osl: float, osl_max: float | None = None) -> dict:
     """Length spread of a benchmark dataset as ``estimate_inference`` keywords. The output spread is kept as
     a coefficient of variation, so a run whose mean output differs from the reference (``osl``) keeps the
-    dataset's shape."""
+    dataset's shape. ``osl_max`` (the run's generation limit) truncates the quantiles, before and after
+    they are rescaled to ``osl``; the coefficient of variation shrinks by the same factor as theirs."""
     out = {}
     if row.get("isl_std") is not None:
         out["isl_std"] = row["isl_std"]
+    q = np.asarray(row.get("osl_quantiles") or [], dtype=float)
+    shrink = 1.0
+    if q.size and osl_max and q.max() > osl_max:
+        cut = np.minimum(q, osl_max)
+        cut = np.minimum(cut * osl / cut.mean(), osl_max)
+        shrink = (cut.std() / cut.mean()) / (q.std() / q.mean())
+        q = cut
     if row.get("osl_std") is not None and row.get("osl_mean"):
-        out["osl_std"] = row["osl_std"] * osl / row["osl_mean"]
+        out["osl_std"] = row["osl_std"] / row["osl_mean"] * shrink * osl
         if row.get("isl_osl_corr") is not None and "isl_std" in out:
             out["isl_osl_corr"] = row["isl_osl_corr"]
-    if row.get("osl_quantiles"):
-        out["osl_quantiles"] = tuple(row["osl_quantiles"])
+    if q.size:
+        out["osl_quantiles"] = tuple(float(x) for x in q)
     return out
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -127,11 +129,19 @@ def test_dataset_means_fill_mlperf_lengths(tmp_path, db):
     assert r.status == "ok"
     from perfmodel.inference import estimate_inference
 
-    direct = estimate_inference("llama-2-70b", "hgx-h200", 222.33, 294.45, gpus=8, tp=1, dp=8, precision="fp8", db=db,
-                                isl_std=171.50, osl_std=231.82, isl_osl_corr=-0.169)
+    from perfmodel.validate import _dataset_table
+
+    (row,) = [x for x in _dataset_table() if x["model"] == "llama-2-70b"]
+    kw = dict(gpus=8, tp=1, dp=8, precision="fp8", db=db, isl_std=171.50, osl_std=231.82, isl_osl_corr=-0.169,
+              osl_quantiles=row["osl_quantiles"])
+    steady = estimate_inference("llama-2-70b", "hgx-h200", 222.33, 294.45, **kw)
+    # LoadGen's Offline query: max(min_query_count 24,576, 1.1 x 600 s x expected samples/s) samples
+    n = max(24576, math.ceil(1.1 * 600 * steady.output_tokens_per_s / 294.45))
+    direct = estimate_inference("llama-2-70b", "hgx-h200", 222.33, 294.45, requests=n, **kw)
     assert r.predicted == pytest.approx(direct.output_tokens_per_s)
+    assert r.predicted < steady.output_tokens_per_s  # the run ends with its longest answers in a small batch
     fixed = estimate_inference("llama-2-70b", "hgx-h200", 222.33, 294.45, gpus=8, tp=1, dp=8, precision="fp8", db=db)
-    assert r.predicted < fixed.output_tokens_per_s  # long outputs hold the batch: more context per step
+    assert steady.output_tokens_per_s < fixed.output_tokens_per_s  # long outputs hold the batch: more context
     f.write_text(case.replace("MLPerf Inference", "Some blog"))
     (r,) = run_validation([f], db=db)
     assert r.status == "unsupported" and "length" in r.reason
@@ -147,6 +157,33 @@ def test_dataset_spread_keeps_the_output_shape():
     assert out["osl_std"] == pytest.approx(236.19, abs=0.01)
     assert out["isl_std"] == 171.5 and out["isl_osl_corr"] == -0.169
     assert dataset_spread({"osl_mean": None, "isl_std": 10.0}, 300.0) == {"isl_std": 10.0}
+
+
+def test_dataset_spread_truncates_at_the_generation_limit():
+    """Reference outputs of 100, 100, 100 and 1,700 tokens (mean 500) in a run capped at 1,000 with mean 400:
+    cut to 100, 100, 100, 1,000 (mean 325), scaled by 400 / 325 to 123.1, 123.1, 123.1, 1,230.8, cut again
+    to 1,000. Their coefficient of variation (std / mean) replaces the reference's in proportion."""
+    from perfmodel.validate import dataset_spread
+
+    q = [100.0, 100.0, 100.0, 1700.0]
+    row = {"osl_mean": 500.0, "osl_std": 693.0, "osl_quantiles": q}
+    out = dataset_spread(row, 400.0, osl_max=1000.0)
+    s = 400.0 / 325.0
+    assert out["osl_quantiles"] == pytest.approx((100 * s, 100 * s, 100 * s, 1000.0))
+    cut = np.array(out["osl_quantiles"])
+    cv_ratio = (cut.std() / cut.mean()) / (np.std(q) / np.mean(q))
+    assert out["osl_std"] == pytest.approx(693.0 / 500.0 * cv_ratio * 400.0)
+    assert dataset_spread(row, 400.0, osl_max=2000.0)["osl_quantiles"] == tuple(q)  # under the limit: unchanged
+
+
+def test_mlperf_offline_sample_count_follows_loadgen():
+    """LoadGen: max(min_query_count, 1.1 x 600 s x expected QPS); 50 samples/s -> 33,000 > 24,576."""
+    from perfmodel.validate import mlperf_offline_samples
+
+    row = {"offline_min_query_count": 24576}
+    assert mlperf_offline_samples(row, 50.0) == 33000
+    assert mlperf_offline_samples(row, 10.0) == 24576
+    assert mlperf_offline_samples({"model": "x"}, 50.0) is None
 
 
 def test_validate_plot(tmp_path):
