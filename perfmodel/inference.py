@@ -489,13 +489,21 @@ def _check_fit(mem: MemoryPlan, arch: ModelArch, dev: str, tp: int, pp: int) -> 
         f"Try a larger --tp/--pp or a lower --precision")
 
 
-def tpot_p99(step: float, prefill_s: float, lam: float, tpot: float, outputs: np.ndarray) -> float:
-    """99th percentile over requests of a request's TPOT: ``step + prefill_s x N / o``, where a request of
-    ``o`` output tokens meets ``N ~ Poisson(lam o tpot)`` other prompts while it decodes. ``outputs`` are
-    equal-weight output lengths; one value is the fixed-length case. Short requests dominate the tail: one
-    prompt spread over three tokens costs a third of a prefill per token."""
+def tpot_p99(step: float, prefill_s: float, lam: float, tpot: float, outputs: np.ndarray,
+             prefill_cv2: float = 0.0) -> float:
+    """99th percentile over requests of a request's TPOT: ``step + S / o``, where a request of ``o`` output
+    tokens meets ``N ~ Poisson(lam o tpot)`` other prompts while it decodes and ``S`` is their prefill time.
+    ``outputs`` are equal-weight output lengths; one value is the fixed-length case. Short requests dominate
+    the tail: one prompt spread over three tokens costs a third of a prefill per token.
+
+    Prompts of fixed length stall for ``prefill_s`` each (``S = prefill_s N``). Prompts whose prefill time
+    varies with squared coefficient of variation ``prefill_cv2`` make ``S`` a compound Poisson sum; it is
+    matched on its first two moments (mean ``mu p``, variance ``mu p^2 (1 + cv^2)``) by ``p (1 + cv^2)``
+    times a Poisson of mean ``mu / (1 + cv^2)``: fewer, longer stalls, the same mean and a wider tail."""
     o = np.asarray(outputs, dtype=float)
-    mu = lam * o * tpot
+    spread = 1.0 + prefill_cv2
+    prefill_s = prefill_s * spread
+    mu = lam * o * tpot / spread
     if o.size == 1:
         return step + prefill_s * float(poisson.ppf(0.99, mu[0])) / o[0]
     if prefill_s <= 0:
@@ -558,7 +566,7 @@ def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_pe
         theta = wait / rho if rho > 0 else 0.0
         arrivals = lam * osl * tpot  # prompts that arrive, and interleave, while one request decodes
         return dict(c=c, dec=dec, tpot=tpot, ttft=ttft, e2e=e2e, wait=wait, theta=theta, rho=rho, step=step,
-                    arrivals=arrivals, tpot99=tpot_p99(step, prefill_per_req, lam, tpot, outputs))
+                    arrivals=arrivals, tpot99=tpot_p99(step, prefill_per_req, lam, tpot, outputs, prefill_cv2))
 
     def p99_ttft(s) -> float:
         tail = s["theta"] * math.log(s["rho"] / 0.01) if s["rho"] > 0.01 and s["theta"] > 0 else 0.0
@@ -613,8 +621,9 @@ def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_pe
         if slo_tpot_ms is not None:
             room = slo_tpot_ms / 1e3 - s["step"]  # interleaved prefill time a request can absorb per token
             o = np.asarray(outputs, dtype=float)
+            spread = 1.0 + prefill_cv2  # the two-moment compound-Poisson match of tpot_p99
             p_tpot = 0.0 if room < 0 else float(np.mean(poisson.cdf(
-                np.floor(room * o / prefill_per_req), s["arrivals"] * o / osl)))
+                np.floor(room * o / (prefill_per_req * spread)), s["arrivals"] * o / osl / spread)))
         att = max(0.0, p_ttft) * p_tpot
     return s["c"], s["dec"], s["tpot"], s["ttft"], s["e2e"], lam, att, max_rate, p99_ttft(s), s["tpot99"]
 
