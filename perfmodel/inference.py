@@ -3,11 +3,15 @@
 A step is a list of operators (``ops``), each timed by ``roofline`` (GEMMs, attention, memory-bound
 kernels) or ``comm`` (TP all-reduce, EP all-to-all, PP send/recv) on the system's real links.
 
-Scenarios (one instance = tp x pp GPUs; ``dp`` instances serve in parallel):
+Scenarios (one instance = tp x pp GPUs; ``dp`` instances serve in parallel). A pipeline of pp stages runs
+its sequences as pp micro-batches: every stage holds the KV cache of every sequence for its own layers,
+each sequence gains a token each time one micro-batch has passed through the whole model, and pp prompt
+chunks are in flight at once, so a prompt occupies the instance for ``p / pp`` (TensorRT-LLM's runtime
+splits the batch into micro-batches the same way; its ``max_batch_size`` bounds each of them).
 
 * **offline** (max load): continuous batching at the largest concurrency C that memory and the engine
-  allow. C requests cost ``osl x t_decode(C) + C x t_prefill_per_request`` of instance time, so
-  ``output tokens/s = C osl / (osl t_decode(C) + C p)``: decode and prefill share the GPU.
+  allow. C requests cost ``osl x t_decode(C) + C x p / pp`` of instance time, so
+  ``output tokens/s = C osl / (osl t_decode(C) + C p / pp)``: decode and prefill share the GPU.
 * **offline burst** (``requests``): that many requests issued at once, as serving benchmarks do at
   "QPS = inf"; ``burst.simulate_burst`` runs the engine's iterations to the last token, so TTFT, TPOT
   and latency are means over the requests and throughput includes ramp-up and drain.
@@ -373,13 +377,15 @@ def estimate_inference(
     seq_tokens = lengths.final_context
     mem = plan_memory(arch, shard, pp, acc.usable_memory_gb, eng, ctx.w_bytes, ctx.kv_bytes, ACT_BYTES, seq_tokens)
     _check_fit(mem, arch, acc.id, tp, pp)
-    cap = min(mem.max_sequences * pp * ctx.attn_ranks, eng.max_batch * ctx.attn_ranks)
+    # every pipeline stage holds the KV of every sequence for its own layers (mem.max_sequences is per stage);
+    # the engine's batch limit applies to each of the pp micro-batches
+    cap = min(mem.max_sequences * ctx.attn_ranks, eng.max_batch * pp * ctx.attn_ranks)
     if requests is not None:
         cap = min(cap, max(math.ceil(requests / dp), 1))
     if batch is not None:
-        if batch > mem.max_sequences * pp * ctx.attn_ranks:
+        if batch > mem.max_sequences * ctx.attn_ranks:
             raise InputError(
-                f"--batch {batch}: only {mem.max_sequences * pp * ctx.attn_ranks} sequences of {int(seq_tokens)} tokens fit per "
+                f"--batch {batch}: only {mem.max_sequences * ctx.attn_ranks} sequences of {int(seq_tokens)} tokens fit per "
                 f"instance ({_gib(mem.kv_budget)} GiB for KV cache after weights and activations)")
         cap = batch
 
@@ -388,13 +394,18 @@ def estimate_inference(
     attn_len = lengths.prompt_attention_length
     pre = ctx.step("prefill", chunk_seqs, chunk_seqs * isl, attn_len, chunk_seqs)
     prefill_per_req = pre.time_s / chunk_seqs
+    # a pipeline overlaps its stages: pp prompt chunks (and pp decode micro-batches) are in flight at once,
+    # so a prompt occupies the instance for a 1/pp share of its prefill's latency
+    prefill_occ = prefill_per_req / max(pp, 1)
     single = ctx.step("prefill", ctx.attn_ranks, ctx.attn_ranks * isl, attn_len, ctx.attn_ranks)
     ttft_alone = single.time_s
 
     decode_cache: dict[int, StepCost] = {}
 
     def decode(c: float) -> StepCost:
-        """One decode step at concurrency c (whole sequences; memoised, the server search revisits them)."""
+        """One decode iteration at concurrency c: each of the pp micro-batches of c/pp sequences passes through
+        every stage once, so every sequence gains a token in the time one micro-batch takes through the whole
+        model (the stages work on different micro-batches meanwhile). Memoised: the server search revisits."""
         key = max(int(round(c)), 1)
         if key not in decode_cache:
             mb = max(key / pp, 1.0)
@@ -406,7 +417,7 @@ def estimate_inference(
     slo_att = max_rate = makespan = ttft99 = tpot99 = None
     if disagg:
         res = _disaggregated(ctx, ref, arch, shard, pp, prefill_gpus, decode_gpus, isl, osl, cap, decode,
-                             prefill_per_req, ttft_alone, mem)
+                             prefill_occ, ttft_alone, mem)
         C, dec, out_rate_total, ttft, tpot, kv_ms = res
         e2e = ttft + osl * tpot
         prefill_share = 0.0
@@ -415,29 +426,28 @@ def estimate_inference(
         dec = decode(C)
 
         def cycle(c: float) -> float:
-            return osl * decode(c).time_s * max(pp, 1) + c * prefill_per_req
+            return osl * decode(c).time_s + c * prefill_occ
 
-        tpot_step = dec.time_s * max(pp, 1)
+        tpot_step = dec.time_s
         if requests is not None:
             n_inst = math.ceil(requests / dp)
             outs = spread_outputs(n_inst, lengths.output_points()) if lengths.osl_std or lengths.osl_points else None
-            burst = _burst(n_inst, C, isl, osl, eng.max_num_tokens * ctx.attn_ranks, pp, decode, prefill_per_req,
-                           outs)
+            burst = _burst(n_inst, C, isl, osl, eng.max_num_tokens * ctx.attn_ranks, decode, prefill_occ, outs)
             out_rate_total = (sum(outs) if outs else n_inst * osl) / burst.makespan_s * dp
             ttft, e2e, makespan = burst.mean_ttft_s, burst.mean_e2e_s, burst.makespan_s
             tpot = burst.mean_itl_s if osl > 1.5 else tpot_step
         else:
             out_rate_total = C * osl / cycle(C) * dp
-            tpot = (osl * tpot_step + (C - 1) * prefill_per_req) / osl  # others' prefills interleave
+            tpot = (osl * tpot_step + (C - 1) * prefill_occ) / osl  # others' prefills interleave
             ttft = ttft_alone
             e2e = ttft + osl * tpot
-        prefill_share = C * prefill_per_req / cycle(C)
+        prefill_share = C * prefill_occ / cycle(C)
     else:
-        solved = _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_per_req, ttft_alone,
+        solved = _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, decode, prefill_occ, ttft_alone,
                          lengths.output_points(), lengths.prompt_cv2)
         C, dec, tpot, ttft, e2e, lam, slo_att, max_rate, ttft99, tpot99 = solved
         out_rate_total = lam * osl
-        prefill_share = min(lam / dp * prefill_per_req, 1.0)
+        prefill_share = min(lam / dp * prefill_occ, 1.0)
         rate = lam
 
     n_gpus = ref.gpus
@@ -456,12 +466,12 @@ def estimate_inference(
         model=arch.id, system=ref.system.id, device=acc.id, gpus=n_gpus, tp=tp, pp=pp, ep=ep, dp=dp,
         attention_dp=attention_dp, precision=precision, kv_precision=kv_precision, scenario=(
             "disaggregated" if disagg else scenario), engine=eng.label, isl=isl, osl=osl, batch=int(round(C)),
-        max_batch_fits=mem.max_sequences * pp * ctx.attn_ranks, ttft_ms=ttft * 1e3, tpot_ms=tpot * 1e3, e2e_latency_s=e2e,
+        max_batch_fits=mem.max_sequences * ctx.attn_ranks, ttft_ms=ttft * 1e3, tpot_ms=tpot * 1e3, e2e_latency_s=e2e,
         output_tokens_per_s=out_rate_total, total_tokens_per_s=total_rate,
         output_tokens_per_s_per_gpu=out_rate_total / n_gpus, total_tokens_per_s_per_gpu=total_rate / n_gpus,
         prefill_step_ms=pre.time_s * 1e3, prefill_ms_per_request=prefill_per_req * 1e3,
         decode_step_ms=dec.time_s * 1e3,
-        memory_per_gpu_bytes=mem.breakdown(math.ceil(C / pp / ctx.attn_ranks)), memory_capacity_bytes=mem.capacity,
+        memory_per_gpu_bytes=mem.breakdown(math.ceil(C / ctx.attn_ranks)), memory_capacity_bytes=mem.capacity,
         bound={"prefill": pre.bound, "decode": dec.bound},
         time_share={"prefill": pre.share(), "decode": dec.share()},
         cost_per_million_output_tokens_usd=cost, energy_per_output_token_j=energy, power_per_gpu_w=power,
@@ -523,7 +533,7 @@ def tpot_p99(step: float, prefill_s: float, lam: float, tpot: float, outputs: np
     return hi
 
 
-def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_per_req, ttft_alone,
+def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, decode, prefill_per_req, ttft_alone,
             outputs: np.ndarray, prefill_cv2: float):
     """Fixed point of Little's law at a rate; also the largest rate meeting the SLOs (bisection).
 
@@ -550,7 +560,7 @@ def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, pp, decode, prefill_pe
                 t_step = dec.time_s
             else:
                 t_step = float(np.interp(c, grid, grid_t))
-            step = t_step * (pp if pp > 1 else 1)
+            step = t_step
             tpot = step / (1 - rho)
             wait = rho * prefill_per_req * (1 + prefill_cv2) / (2 * (1 - rho))
             # wait for the running iteration to end (half a step on average), then the prompt runs fused
@@ -634,13 +644,13 @@ def _decode_grid(cap: int, decode) -> tuple[list[int], list[float]]:
     return grid, [decode(c).time_s for c in grid]
 
 
-def _burst(n, cap, isl, osl, budget, pp, decode, prefill_per_req, outputs=None) -> BurstResult:
+def _burst(n, cap, isl, osl, budget, decode, prefill_per_req, outputs=None) -> BurstResult:
     """All ``n`` requests of one instance queued at once (``--requests``): simulate to the last token, each
     request with its own output length where ``outputs`` gives them.
 
     Decode-step times come from concurrencies 1, 2, 4, ... cap, interpolated linearly in between."""
     grid, grid_t = _decode_grid(cap, decode)
-    table = np.interp(np.arange(cap + 1), grid, np.array(grid_t) * max(pp, 1))
+    table = np.interp(np.arange(cap + 1), grid, np.array(grid_t))
     table[0] = 0.0
     return simulate_burst(n, cap, isl, osl, budget, lambda d: float(table[d]), prefill_per_req / isl, outputs)
 
@@ -652,7 +662,7 @@ def _disaggregated(ctx, ref, arch, shard, pp, prefill_gpus, decode_gpus, isl, os
     n_pre, n_dec = prefill_gpus // inst, decode_gpus // inst
     prefill_rate = n_pre / prefill_per_req  # requests/s the prefill pool sustains
     dec = decode(cap)
-    step = dec.time_s * (pp if pp > 1 else 1)
+    step = dec.time_s
     decode_rate = n_dec * cap / (osl * step)
     lam = min(prefill_rate, decode_rate)
     kv_bytes = mem.kv_per_sequence * isl / (isl + osl)
@@ -693,8 +703,8 @@ class StepModel:
         self.ctx = _Ctx(self.db, self.ref, self.arch, self.shard, pp, precision, kv_precision)
         self.c_grid = [2**i for i in range(0, 13)]
         self.ctx_pts = (1024.0, 8192.0)
-        self.t_dec = {x: [self.ctx.step("decode", c, c, x, c).time_s * max(pp, 1) for c in self.c_grid]
-                      for x in self.ctx_pts}
+        self.t_dec = {x: [self.ctx.step("decode", max(c / pp, 1.0), max(c / pp, 1.0), x, max(c / pp, 1.0)).time_s
+                          for c in self.c_grid] for x in self.ctx_pts}
         self.isl_grid = [2.0**i for i in range(4, int(math.log2(max_tokens)) + 1)]
         self.p_req = []
         for isl in self.isl_grid:
@@ -709,13 +719,14 @@ class StepModel:
         return ta + (tb - ta) * (ctx - a) / (b - a)
 
     def prefill_s(self, isl: float) -> float:
-        """Instance time one request's prefill takes when prefills are batched in engine-sized chunks."""
+        """One request's prefill time through the whole model when prefills are batched in engine-sized chunks
+        (a pipeline of pp stages overlaps pp of them, so it occupies the instance for 1/pp of this)."""
         return float(np.exp(np.interp(math.log(max(isl, 1.0)), np.log(self.isl_grid), np.log(self.p_req))))
 
     def max_sequences(self, seq_tokens: float) -> int:
         mem = plan_memory(self.arch, self.shard, self.pp, self.ref.accelerator.usable_memory_gb, self.engine,
                           self.ctx.w_bytes, self.ctx.kv_bytes, ACT_BYTES, seq_tokens)
-        return min(mem.max_sequences * self.pp, self.engine.max_batch)
+        return min(mem.max_sequences, self.engine.max_batch * self.pp)
 
     def max_rate(self, isl: float, osl: float, slo_tpot_ms: float, slo_ttft_ms: float | None = None) -> float:
         """Largest request rate (1/s) one instance sustains with TPOT (and p99 TTFT) within the SLOs.
@@ -727,7 +738,8 @@ class StepModel:
         cmax = self.max_sequences(isl + osl)
         if cmax < 1:
             return 0.0
-        p = self.prefill_s(isl)
+        p_alone = self.prefill_s(isl)
+        p = p_alone / self.pp
         ctx = isl + osl / 2
         best = 0.0
         c = 1
@@ -742,7 +754,7 @@ class StepModel:
                     break
                 wait = rho * p / (2 * (1 - rho))
                 tail = (wait / rho) * math.log(rho / 0.01) if rho > 0.01 else 0.0
-                if (p + tail) * 1e3 > slo_ttft_ms:
+                if (p_alone + tail) * 1e3 > slo_ttft_ms:
                     break
             best = max(best, lam)
             c = c + 1 if c < 16 else int(c * 1.15) + 1

@@ -172,6 +172,22 @@ def test_server_p99_tpot_is_a_poisson_count_of_interleaved_prompts(db):
     assert r.ttft_p99_ms > r.ttft_ms
 
 
+def test_pipeline_stages_overlap_micro_batches_by_hand(db):
+    """Pipeline parallelism in serving: C sequences run as pp micro-batches of C/pp. Each sequence gains a
+    token every time one micro-batch has passed through the whole model (the other stages work on the other
+    micro-batches meanwhile), and pp prompt chunks are in flight at once, so offline
+    tokens/s = C osl / (osl t_decode(C/pp through all layers) + C p / pp)."""
+    kw = dict(precision="fp8", db=db, breakdown=False)
+    pp2 = estimate_inference("llama-3.1-70b", "2 x h100-sxm", 1000, 200, tp=1, pp=2, **kw)
+    C, step_s, p_s = pp2.batch, pp2.decode_step_ms / 1e3, pp2.prefill_ms_per_request / 1e3
+    assert pp2.output_tokens_per_s == pytest.approx(C * 200 / (200 * step_s + C * p_s / 2), rel=1e-9)
+    assert pp2.tpot_ms == pytest.approx((200 * step_s + (C - 1) * p_s / 2) / 200 * 1e3, rel=1e-9)
+    # the same two GPUs as TP2 hold the same weights per GPU; a pipeline that overlaps its stages does not
+    # lose half its throughput to idle stages (it only pays the stage hand-offs and TP's absent all-reduce)
+    tp2 = estimate_inference("llama-3.1-70b", "2 x h100-sxm", 1000, 200, tp=2, pp=1, **kw)
+    assert 0.7 < pp2.output_tokens_per_s / tp2.output_tokens_per_s < 1.4
+
+
 def test_a_borrowed_gemm_fraction_is_listed_as_an_assumption(db):
     """MI355X has no measured FP4 GEMM rate, so an FP4 estimate says it borrows the BF16 fraction; B200's
     FP4 fraction is measured (DeepGEMM #348: 5,702 / 9,000 TF), so its estimate does not."""

@@ -158,7 +158,7 @@ def _note_best(m, ref, isl, osl, prec, tp, pp, ep, db, best_seen) -> None:
     except InputError:
         return
     best_seen["ttft"] = min(best_seen["ttft"], r.ttft_ms)
-    best_seen["tpot"] = min(best_seen["tpot"], r.decode_step_ms * pp)
+    best_seen["tpot"] = min(best_seen["tpot"], r.decode_step_ms)
 
 
 def _disaggregated(m, ref, isl, osl, slo_ttft, slo_tpot, prec, tp, pp, ep, db, budget,
@@ -173,7 +173,7 @@ def _disaggregated(m, ref, isl, osl, slo_ttft, slo_tpot, prec, tp, pp, ep, db, b
                                    precision=prec, batch=cap, breakdown=False, db=db, **spread)
         except InputError:
             break
-        step_ms = r.decode_step_ms * pp
+        step_ms = r.decode_step_ms
         if step_ms > slo_tpot:
             break
         dec_rate, dec_batch, tpot = cap / (osl * step_ms / 1e3), cap, step_ms
