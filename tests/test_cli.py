@@ -142,3 +142,33 @@ def test_models_show_errors():
     assert "deepseek-v3" in res.stderr
     res = run("models", "show", str(DATA / "hf_configs" / "unsupported-t5.json"), code=2)
     assert "model_type" in res.stderr and "t5" in res.stderr
+
+
+def test_plan_serve_asks_for_a_budget_or_a_rate():
+    args = ["plan", "serve", "--model", "llama-3.1-8b", "--system", "dgx-h100", "--isl", "1000", "--osl", "300",
+            "--slo-ttft-ms", "2000", "--slo-tpot-ms", "50"]
+    neither = CliRunner().invoke(app, args)
+    assert neither.exit_code == 2 and "expected one of them" in neither.output
+    both = CliRunner().invoke(app, args + ["--gpus", "8", "--rate", "10"])
+    assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """``perfmodel ... | head -1``: when the reader has gone, a write inside a command raises BrokenPipeError;
+    the CLI stops with exit 1 and no 'internal error' line, as Unix tools do."""
+    import typer
+
+    from perfmodel.cli.common import Group
+
+    demo = typer.Typer(cls=Group)
+
+    @demo.command()
+    def write() -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    @demo.command()
+    def other() -> None:
+        pass
+
+    res = CliRunner().invoke(demo, ["write"])
+    assert res.exit_code == 1 and "internal error" not in res.output

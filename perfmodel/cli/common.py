@@ -42,6 +42,13 @@ class Group(TyperGroup):
         except InputError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(code=2) from None
+        except BrokenPipeError:
+            # the reader went away (``perfmodel ... | head``): stop quietly, as Unix tools do
+            try:  # later flushes (at exit) must not fail again
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
+            raise typer.Exit(code=1) from None
         except Exception as e:
             if _framework_exception(e) or os.environ.get("PERFMODEL_DEBUG"):
                 raise

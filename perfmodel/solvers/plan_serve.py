@@ -69,8 +69,11 @@ def plan_serving(model, system: str, isl: float, osl: float, slo_ttft_ms: float,
                  isl_std: float = 0.0, osl_std: float = 0.0) -> ServeSearch:
     """Rank serving layouts for a GPU budget (goodput per GPU) or a target rate (fewest GPUs); ``isl_std`` and
     ``osl_std`` describe how request lengths vary (see :mod:`perfmodel.lengths`)."""
-    if (gpus is None) == (rate is None):
+    if gpus is not None and rate is not None:
         raise InputError("--gpus/--rate: give a GPU budget or a target request rate, not both")
+    if gpus is None and rate is None:
+        raise InputError("--gpus/--rate: expected one of them: a GPU budget (--gpus N, maximise goodput per GPU) "
+                         "or a target rate (--rate R requests/s, fewest GPUs)")
     if slo_ttft_ms <= 0 or slo_tpot_ms <= 0:
         raise InputError("--slo-ttft-ms/--slo-tpot-ms: expected positive milliseconds")
     db = db or load_database()
