@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -98,3 +101,21 @@ def simulate_burst(n: int, cap: int, isl: float, osl: float, budget_tokens: int,
             else:
                 sum_e2e += t
     return BurstResult(t, sum_ttft / n, sum_itl / max(n_itl, 1), sum_e2e / n)
+
+
+def drain_time_s(c: float, outputs, step_s: Callable[[np.ndarray], np.ndarray]) -> float:
+    """Time for ``c`` in-flight sequences to finish once arrivals stop, decoding at ``step_s(concurrency)``
+    (vectorised over an array of concurrencies).
+
+    A sequence met in a steady batch is drawn in proportion to its output length ``o`` (long answers stay
+    in the batch longer) and is uniformly far through it, so its remaining tokens ``r`` are uniform on
+    ``[0, o]``: ``P(r > k) = sum_j (o_j - k)^+ / sum_j o_j`` over the equal-weight output lengths
+    ``outputs``. Iteration ``k`` runs ``c P(r > k)`` sequences; the drain ends when fewer than half a
+    sequence is expected to remain."""
+    o = np.sort(np.maximum(np.asarray(outputs, dtype=float).ravel(), 1.0))
+    k = np.arange(int(math.ceil(o[-1])), dtype=float)
+    above = o.size - np.searchsorted(o, k, side="right")  # how many o_j exceed k
+    tail = np.concatenate([np.cumsum(o[::-1])[::-1], [0.0]])  # sum of the o_j from index i on
+    alive = c * (tail[o.size - above] - k * above) / o.sum()
+    alive = alive[alive >= 0.5]
+    return float(np.sum(step_s(np.maximum(alive, 1.0)))) if alive.size else 0.0

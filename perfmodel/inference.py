@@ -40,7 +40,7 @@ from scipy.special import pdtrc
 from scipy.stats import poisson
 from pydantic import BaseModel, ConfigDict, Field
 
-from .burst import BurstResult, simulate_burst, spread_outputs
+from .burst import BurstResult, drain_time_s, simulate_burst, spread_outputs
 from .comm import collective_time
 from .engines import get_engine, tune
 from .errors import InputError
@@ -101,7 +101,8 @@ class InferenceResult(BaseModel):
     output_tokens_per_s_per_gpu: float
     total_tokens_per_s_per_gpu: float
     prefill_step_ms: float
-    prefill_ms_per_request: float = Field(description="instance time one request's prefill takes, batched in chunks")
+    prefill_ms_per_request: float = Field(description="one request's prefill through the whole model, batched in "
+                                                      "chunks (a pipeline of pp stages overlaps pp of them)")
     decode_step_ms: float
     memory_per_gpu_bytes: dict[str, float]
     memory_capacity_bytes: float
@@ -111,13 +112,14 @@ class InferenceResult(BaseModel):
     energy_per_output_token_j: float | None
     power_per_gpu_w: float | None
     slo_attainment: float | None = None
-    ttft_p99_ms: float | None = None  # server scenario: M/D/1 tail of the prefill queue
+    ttft_p99_ms: float | None = None  # server scenario: M/G/1 tail of the prefill queue
     tpot_p99_ms: float | None = None  # server scenario: Poisson count of prompts interleaved in a request's decode
     max_rate_within_slo: float | None = None
     rate: float | None = None
     kv_transfer_ms: float | None = None
     requests: int | None = None  # offline burst size (all issued at once)
     burst_makespan_s: float | None = None  # time to the burst's last token
+    drain_s: float | None = None  # server scenario: time for the in-flight requests to finish once arrivals stop
     breakdown: list[OpRow] = Field(default_factory=list)
     assumptions: list[str] = Field(default_factory=list)
 
@@ -414,7 +416,7 @@ def estimate_inference(
 
     price = acc.price_per_hour_usd.value if acc.price_per_hour_usd else None
     kv_ms = None
-    slo_att = max_rate = makespan = ttft99 = tpot99 = None
+    slo_att = max_rate = makespan = ttft99 = tpot99 = drain = None
     if disagg:
         res = _disaggregated(ctx, ref, arch, shard, pp, prefill_gpus, decode_gpus, isl, osl, cap, decode,
                              prefill_occ, ttft_alone, mem)
@@ -446,6 +448,8 @@ def estimate_inference(
         solved = _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, decode, prefill_occ, ttft_alone,
                          lengths.output_points(), lengths.prompt_cv2)
         C, dec, tpot, ttft, e2e, lam, slo_att, max_rate, ttft99, tpot99 = solved
+        grid, grid_t = _decode_grid(cap, decode)
+        drain = drain_time_s(C, lengths.output_points(), lambda c: np.interp(c, grid, grid_t))
         out_rate_total = lam * osl
         prefill_share = min(lam / dp * prefill_occ, 1.0)
         rate = lam
@@ -476,7 +480,7 @@ def estimate_inference(
         time_share={"prefill": pre.share(), "decode": dec.share()},
         cost_per_million_output_tokens_usd=cost, energy_per_output_token_j=energy, power_per_gpu_w=power,
         slo_attainment=slo_att, max_rate_within_slo=max_rate, rate=rate, kv_transfer_ms=kv_ms,
-        requests=requests if makespan is not None else None, burst_makespan_s=makespan,
+        requests=requests if makespan is not None else None, burst_makespan_s=makespan, drain_s=drain,
         ttft_p99_ms=ttft99 * 1e3 if ttft99 is not None else None,
         tpot_p99_ms=tpot99 * 1e3 if tpot99 is not None else None,
         breakdown=rows, assumptions=assumptions,

@@ -366,11 +366,23 @@ def _infer(case: Case, db: Database) -> float:
     n = mlperf_offline_samples(known, best.output_tokens_per_s / osl) if scenario == "offline" else None
     if n is not None and b.requests is None:
         best = estimate_inference(arch, case.system, isl, osl, **{**best_kw, "requests": n})
-    return getattr(best, case.measured.metric)
+    value = getattr(best, case.measured.metric)
+    if known is not None and scenario == "server" and best.drain_s and case.measured.metric.endswith("tokens_per_s"):
+        value *= mlperf_server_completed_share(best.drain_s)
+    return value
 
 
 MLPERF_OFFLINE_MIN_DURATION_S = 600.0  # mlperf.conf *.Offline.min_duration = 600000 (ms)
+MLPERF_SERVER_MIN_DURATION_S = 600.0  # mlperf.conf *.Server.min_duration = 600000 (ms)
 LOADGEN_OFFLINE_SLACK = 1.1  # loadgen/test_settings_internal.cc kSlack
+
+
+def mlperf_server_completed_share(drain_s: float) -> float:
+    """Share of the steady token rate an MLPerf Server run reports: LoadGen schedules Poisson arrivals for
+    the run's duration (600 s) and divides the tokens by the time until the last sample is done
+    (loadgen/results.cc, "Completed tokens per second" = token_count / final_query_all_samples_done_time),
+    so the in-flight requests' drain after the last arrival counts: 600 / (600 + drain)."""
+    return MLPERF_SERVER_MIN_DURATION_S / (MLPERF_SERVER_MIN_DURATION_S + drain_s)
 
 
 def mlperf_offline_samples(row: dict | None, samples_per_s: float) -> int | None:

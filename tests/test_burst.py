@@ -104,3 +104,18 @@ def test_a_spread_of_outputs_lengthens_a_burst(db):
     fixed = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 202, 214, **kw)
     spread = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 202, 214, osl_std=150, **kw)
     assert spread.output_tokens_per_s < 0.8 * fixed.output_tokens_per_s
+
+
+def test_drain_of_an_in_flight_batch_by_hand():
+    """100 sequences of 200 output tokens, met uniformly far through: k tokens in, 100 (200 - k) / 200 remain;
+    at least half a sequence is expected until k = 199, so 200 iterations of 10 ms = 2 s. Outputs of 100 and
+    300 tokens (equal weight): the long ones are met three times as often and set the end, at k = 298."""
+    import numpy as np
+
+    from perfmodel.burst import drain_time_s
+
+    flat = lambda c: np.full_like(np.asarray(c, dtype=float), 0.010)  # noqa: E731
+    assert drain_time_s(100, [200], flat) == pytest.approx(2.00)
+    assert drain_time_s(100, [100, 300], flat) == pytest.approx(2.99)
+    # steps that shrink with the batch (0.1 ms a sequence) drain faster than 200 full-batch steps of 10 ms
+    assert drain_time_s(100, [200], lambda c: 0.0001 * np.asarray(c)) < 200 * 0.010

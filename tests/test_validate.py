@@ -220,3 +220,12 @@ def test_interleaved_schedule_without_a_chunk_count_takes_two(tmp_path, db, fram
     direct = estimate_training("llama-3.1-70b", "dgx-h100", 64, seq_len=4096, global_batch=64, tp=8, pp=4, dp=2,
                                vp=same_as_vp, micro_batch=1, precision="bf16", db=db)
     assert res.predicted == pytest.approx(direct.step_time_s)
+
+
+def test_mlperf_server_reports_tokens_over_the_run_and_its_drain():
+    """LoadGen Server: tokens / time until the last sample is done. 600 s of arrivals and a 60 s drain report
+    600 / 660 of the steady rate."""
+    from perfmodel.validate import mlperf_server_completed_share
+
+    assert mlperf_server_completed_share(60.0) == pytest.approx(600 / 660)
+    assert mlperf_server_completed_share(0.0) == 1.0
