@@ -181,6 +181,8 @@ def _print_infer(r: InferenceResult, show_breakdown: bool) -> None:
         rows.append(("SLO attainment", f"{r.slo_attainment:.1%}", "of requests (M/G/1 TTFT tail, Poisson TPOT tail)"))
     if r.max_rate_within_slo is not None:
         rows.append(("max rate within SLO", f"{r.max_rate_within_slo:,.3g}", "requests/s"))
+    if r.drain_s is not None:
+        rows.append(("drain", f"{r.drain_s:,.1f}", "s for the requests in flight to finish once arrivals stop"))
     if r.kv_transfer_ms is not None:
         rows.append(("KV transfer", f"{r.kv_transfer_ms:,.2f}", "ms per request"))
     if r.cost_per_million_output_tokens_usd is not None:
