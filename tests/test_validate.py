@@ -178,7 +178,7 @@ def test_dataset_spread_truncates_at_the_generation_limit():
 
 def test_mlperf_offline_sample_count_follows_loadgen():
     """LoadGen: max(min_query_count, 1.1 x 600 s x expected QPS); 50 samples/s -> 33,000 > 24,576."""
-    from perfmodel.validate import mlperf_offline_samples
+    from perfmodel.mlperf import mlperf_offline_samples
 
     row = {"offline_min_query_count": 24576}
     assert mlperf_offline_samples(row, 50.0) == 33000
@@ -225,7 +225,7 @@ def test_interleaved_schedule_without_a_chunk_count_takes_two(tmp_path, db, fram
 def test_mlperf_server_reports_tokens_over_the_run_and_its_drain():
     """LoadGen Server: tokens / time until the last sample is done. 600 s of arrivals and a 60 s drain report
     600 / 660 of the steady rate."""
-    from perfmodel.validate import mlperf_server_completed_share
+    from perfmodel.mlperf import mlperf_server_completed_share
 
     assert mlperf_server_completed_share(60.0) == pytest.approx(600 / 660)
     assert mlperf_server_completed_share(0.0) == 1.0
