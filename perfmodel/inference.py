@@ -446,7 +446,7 @@ def estimate_inference(
         prefill_share = C * prefill_occ / cycle(C)
     else:
         solved = _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, decode, prefill_occ, ttft_alone,
-                         lengths.output_points(), lengths.prompt_cv2)
+                         lengths.output_points(), lengths.prompt_cv2, lengths.prompt_scales())
         C, dec, tpot, ttft, e2e, lam, slo_att, max_rate, ttft99, tpot99 = solved
         grid, grid_t = _decode_grid(cap, decode)
         drain = drain_time_s(C, lengths.output_points(), lambda c: np.interp(c, grid, grid_t))
@@ -537,8 +537,35 @@ def tpot_p99(step: float, prefill_s: float, lam: float, tpot: float, outputs: np
     return hi
 
 
+def ttft_exceeds(x: float, fixed_s: float, own_s: np.ndarray, rho: float, theta: float) -> float:
+    """P(TTFT > x) for TTFT = fixed + own prefill S + queueing wait W, with S equally likely to be each of
+    ``own_s`` (a request's own prefill grows with its prompt) and W's tail exponential,
+    ``P(W > t) = rho exp(-t / theta)`` (no wait with probability 1 - rho)."""
+    slack = x - fixed_s - np.asarray(own_s, dtype=float)
+    if theta <= 0 or rho <= 0:
+        return float(np.mean(slack < 0))
+    return float(np.mean(np.where(slack < 0, 1.0, rho * np.exp(-np.maximum(slack, 0.0) / theta))))
+
+
+def ttft_quantile(q: float, fixed_s: float, own_s: np.ndarray, rho: float, theta: float) -> float:
+    """The ``q`` quantile of TTFT under :func:`ttft_exceeds` (bisection). With one prompt length it is
+    ``fixed + S + theta ln(rho / (1 - q))``, the M/G/1 wait's exponential tail."""
+    own = np.asarray(own_s, dtype=float)
+    lo = fixed_s + float(own.min())
+    hi = fixed_s + float(own.max()) + (theta * math.log(max(rho, 1e-12) / (1 - q)) if rho > 1 - q and theta > 0 else 0.0)
+    if ttft_exceeds(hi, fixed_s, own, rho, theta) > 1 - q:  # the bound above is exact for one length
+        hi += theta * 50 + 1e-9
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if ttft_exceeds(mid, fixed_s, own, rho, theta) > 1 - q:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, decode, prefill_per_req, ttft_alone,
-            outputs: np.ndarray, prefill_cv2: float):
+            outputs: np.ndarray, prefill_cv2: float, prompt_scales: np.ndarray | None = None):
     """Fixed point of Little's law at a rate; also the largest rate meeting the SLOs (bisection).
 
     Prompts queue for the prefill as in an M/G/1 queue: the Pollaczek-Khinchine mean wait
@@ -582,9 +609,10 @@ def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, decode, prefill_per_re
         return dict(c=c, dec=dec, tpot=tpot, ttft=ttft, e2e=e2e, wait=wait, theta=theta, rho=rho, step=step,
                     arrivals=arrivals, tpot99=tpot_p99(step, prefill_per_req, lam, tpot, outputs, prefill_cv2))
 
+    scales = np.array([1.0]) if prompt_scales is None else np.asarray(prompt_scales, dtype=float)
+
     def p99_ttft(s) -> float:
-        tail = s["theta"] * math.log(s["rho"] / 0.01) if s["rho"] > 0.01 and s["theta"] > 0 else 0.0
-        return s["ttft"] - s["wait"] + tail
+        return ttft_quantile(0.99, s["ttft"] - s["wait"] - ttft_alone, ttft_alone * scales, s["rho"], s["theta"])
 
     def meets(s) -> bool:
         ok = True
@@ -629,8 +657,8 @@ def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, decode, prefill_per_re
     if slo_ttft_ms is not None or slo_tpot_ms is not None:
         p_ttft = 1.0
         if slo_ttft_ms is not None:
-            slack = slo_ttft_ms / 1e3 - (s["ttft"] - s["wait"])
-            p_ttft = 0.0 if slack < 0 else (1 - s["rho"] * math.exp(-slack / s["theta"]) if s["theta"] > 0 else 1.0)
+            p_ttft = 1.0 - ttft_exceeds(slo_ttft_ms / 1e3, s["ttft"] - s["wait"] - ttft_alone, ttft_alone * scales,
+                                        s["rho"], s["theta"])
         p_tpot = 1.0
         if slo_tpot_ms is not None:
             room = slo_tpot_ms / 1e3 - s["step"]  # interleaved prefill time a request can absorb per token

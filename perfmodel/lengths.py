@@ -66,6 +66,17 @@ class Lengths:
             return np.array([self.osl])
         return pts * (self.osl / pts.mean())
 
+    def prompt_scales(self) -> "np.ndarray":
+        """Prompt lengths relative to the mean (equal weights, mean 1): the 64 half-percentiles of a gamma
+        distribution with the prompts' coefficient of variation, or 1 alone for fixed prompts."""
+        if self.isl_std <= 0:
+            return np.array([1.0])
+        from scipy.stats import gamma
+
+        shape = (self.isl / self.isl_std) ** 2
+        pts = gamma.ppf((np.arange(64) + 0.5) / 64, shape, scale=1.0 / shape)
+        return pts / pts.mean()
+
     @property
     def prompt_cv2(self) -> float:
         """Squared coefficient of variation of the prompt length: what an M/G/1 prompt queue's wait scales by

@@ -204,3 +204,19 @@ def test_a_borrowed_gemm_fraction_is_listed_as_an_assumption(db):
 def test_server_numbers_must_be_positive_and_finite(db, kw, flag):
     with pytest.raises(InputError, match=flag):
         estimate_inference("llama-3.1-8b", "1 x h100-sxm", 500, 300, scenario="server", db=db, **kw)
+
+
+def test_ttft_tail_counts_each_prompts_own_prefill():
+    """TTFT = own prefill S + queueing wait W, P(W > t) = rho exp(-t / theta). One prompt length:
+    p99 = S + theta ln(rho / 0.01). Prompts whose prefill is 0.5 s or 1.5 s (equally often), rho 0.5,
+    theta 1 s: P(TTFT > x) = 0.25 (e^(0.5 - x) + e^(1.5 - x)) = 0.01 at x = ln((e^0.5 + e^1.5) / 0.04)."""
+    import math
+
+    from perfmodel.inference import ttft_exceeds, ttft_quantile
+
+    assert ttft_quantile(0.99, 0.1, [1.0], 0.5, 1.0) == pytest.approx(0.1 + 1.0 + math.log(50), rel=1e-9)
+    two = ttft_quantile(0.99, 0.0, [0.5, 1.5], 0.5, 1.0)
+    assert two == pytest.approx(math.log((math.exp(0.5) + math.exp(1.5)) / 0.04), rel=1e-9)
+    assert two > ttft_quantile(0.99, 0.0, [1.0], 0.5, 1.0)  # same mean prefill, wider tail
+    assert ttft_exceeds(two, 0.0, [0.5, 1.5], 0.5, 1.0) == pytest.approx(0.01, rel=1e-6)
+    assert ttft_exceeds(0.4, 0.0, [0.5, 1.5], 0.5, 1.0) == 1.0  # before any prefill can finish

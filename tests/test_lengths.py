@@ -40,17 +40,20 @@ def test_bad_spreads_are_input_errors(kw):
         Lengths(**{"isl": 100.0, "osl": 100.0, **kw})
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=8, deadline=None, derandomize=True)
 @given(st.floats(0, 600), st.floats(0, 600))
 def test_more_spread_is_never_faster(db, a, b):
-    """More spread in output lengths never buys throughput (beyond the tile model's ripple) nor capacity."""
+    """More spread in output lengths never buys capacity, and at the same batch never buys throughput (each
+    step sees more context). Across batches the GEMM tile model's sawtooth can move throughput either way by
+    a few percent, so the batch is held fixed for the speed comparison."""
     lo, hi = sorted((a, b))
-    r = [estimate_inference("llama-3.1-8b", "1 x h100-sxm", 500, 300, osl_std=s, db=db, breakdown=False)
-         for s in (lo, hi)]
-    # fewer sequences fit, each with more context; a smaller batch can land on a better GEMM tiling, so
-    # allow the tile model's 1% ripple
-    assert r[1].output_tokens_per_s <= r[0].output_tokens_per_s * 1.01
-    assert r[1].max_batch_fits <= r[0].max_batch_fits
+    free = [estimate_inference("llama-3.1-8b", "1 x h100-sxm", 500, 300, osl_std=s, db=db, breakdown=False)
+            for s in (lo, hi)]
+    assert free[1].max_batch_fits <= free[0].max_batch_fits
+    batch = free[1].batch
+    fixed = [estimate_inference("llama-3.1-8b", "1 x h100-sxm", 500, 300, osl_std=s, batch=batch, db=db,
+                                breakdown=False) for s in (lo, hi)]
+    assert fixed[1].output_tokens_per_s <= fixed[0].output_tokens_per_s * (1 + 1e-9)
 
 
 def test_spread_is_reported(db):
