@@ -30,13 +30,16 @@ class Engine:
     fraction_of_free: bool = False  # TensorRT-LLM: KV gets a fraction of memory left after weights
     tuned: bool = False  # limits sized per workload by ``trtllm_bench_limits``; the fields are its ceilings
     pinned: tuple[str, ...] = ()  # fields the user set, which workload tuning leaves alone
+    host_overhead_s: float = 0.0  # time the GPU idles each iteration while the host schedules (user-given)
 
     @property
     def label(self) -> str:
         """The name, with the settings the user gave: ``vllm:max_batch=512,max_num_tokens=1024``."""
         if not self.pinned:
             return self.name
-        return self.name + ":" + ",".join(f"{f}={getattr(self, f):g}" for f in self.pinned)
+        shown = {"host_overhead_s": ("host_overhead_ms", 1e3)}
+        return self.name + ":" + ",".join(f"{shown.get(f, (f, 1))[0]}={getattr(self, f) * shown.get(f, (f, 1))[1]:g}"
+                                          for f in self.pinned)
 
 
 ENGINES = {
@@ -75,6 +78,7 @@ SETTINGS = {
     "kv_cache_free_gpu_memory_fraction": ("memory_fraction", float), "mem_fraction_static": ("memory_fraction", float),
     "block_tokens": ("block_tokens", int), "block_size": ("block_tokens", int), "tokens_per_block": ("block_tokens", int),
     "page_size": ("block_tokens", int),
+    "host_overhead_ms": ("host_overhead_s", float),
 }
 
 
@@ -106,10 +110,11 @@ def get_engine(name: str | None) -> Engine:
             v = kind(value.strip()) if eq else None
         except ValueError:
             v = None
-        if v is None or v <= 0 or (field == "memory_fraction" and v > 1):
-            what = "a fraction in (0, 1]" if field == "memory_fraction" else "a positive whole number"
+        if v is None or v <= 0 or not math.isfinite(v) or (field == "memory_fraction" and v > 1):
+            what = {"memory_fraction": "a fraction in (0, 1]", "host_overhead_s": "positive milliseconds"}.get(
+                field, "a positive whole number")
             raise InputError(f"--engine: setting {flag} expects {what} (got '{value.strip()}')")
-        changes[field] = v
+        changes[field] = v / 1e3 if field == "host_overhead_s" else v
     if changes:
         eng = dataclasses.replace(eng, pinned=tuple(sorted(changes)), **changes)
     return eng

@@ -168,6 +168,7 @@ class _Ctx:
     def __init__(self, db: Database, ref: SystemRef, model: ModelArch, shard: Shard, pp: int, precision: str,
                  kv_precision: str):
         self.db, self.ref, self.model, self.shard, self.pp = db, ref, model, shard, pp
+        self.host_s = 0.0  # the engine's per-iteration host time (Engine.host_overhead_s)
         self.rates: DeviceRates = device_rates(ref.accelerator)
         self.w_bytes = WEIGHT_BYTES[precision]
         self.kv_bytes = WEIGHT_BYTES[kv_precision] if kv_precision not in ("fp4", "nvfp4", "mxfp4") else 0.5
@@ -263,6 +264,9 @@ class _Ctx:
             send = Op("pp_send_recv", "comm", collective="send_recv", nbytes=tokens * m.hidden * ACT_BYTES, group=2)
             t, _ = self.time_ops([send], self.pp - 1, phase, rows)
             total += t
+        if self.host_s > 0:
+            rows.append(_Row(phase, "host_overhead", "host", 1, 0.0, 0.0, self.host_s * 1e6, "host"))
+            total += self.host_s
         return StepCost(total, rows, busy / total if total else 0.0)
 
 
@@ -366,6 +370,7 @@ def estimate_inference(
         dp = gpus // (shard.width * pp)
     ref, dp = _resolve(db, system, gpus, shard.width, pp, dp)
     ctx = _Ctx(db, ref, arch, shard, pp, precision, kv_precision)
+    ctx.host_s = eng.host_overhead_s
     acc = ref.accelerator
     assumptions = fallback_notes(ctx.rates, ctx.dtype)
     if lengths.varies:
@@ -733,6 +738,7 @@ class StepModel:
         self.pp = pp
         self.engine = get_engine(engine)
         self.ctx = _Ctx(self.db, self.ref, self.arch, self.shard, pp, precision, kv_precision)
+        self.ctx.host_s = self.engine.host_overhead_s
         self.c_grid = [2**i for i in range(0, 13)]
         self.ctx_pts = (1024.0, 8192.0)
         self.t_dec = {x: [self.ctx.step("decode", max(c / pp, 1.0), max(c / pp, 1.0), x, max(c / pp, 1.0)).time_s

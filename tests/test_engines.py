@@ -120,3 +120,21 @@ def test_kv_budgets_of_whole_device_and_fraction_of_free_engines():
     free = 80 * GB - pt.weights.total - pt.activations - RUNTIME_CONTEXT_GB * GB
     assert pt.reserve == pytest.approx(RUNTIME_CONTEXT_GB * GB + 0.1 * free)
     assert pt.kv_budget == pytest.approx(0.9 * free)
+
+
+def test_host_overhead_is_paid_once_an_iteration(db):
+    """--engine "trtllm:host_overhead_ms=1": every engine iteration (a decode step, a prefill chunk) idles the
+    GPU 1 ms while the host schedules, so at a fixed batch the decode step and the prefill step grow by
+    exactly 1 ms and the breakdown shows it; no setting, no overhead."""
+    eng = get_engine("trtllm:host_overhead_ms=1")
+    assert eng.host_overhead_s == pytest.approx(1e-3) and eng.label == "trtllm:host_overhead_ms=1"
+    kw = dict(precision="fp8", batch=256, db=db)
+    base = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 128, 128, engine="trtllm", **kw)
+    slow = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 128, 128, engine="trtllm:host_overhead_ms=1", **kw)
+    assert slow.decode_step_ms == pytest.approx(base.decode_step_ms + 1.0, rel=1e-9)
+    assert slow.prefill_step_ms == pytest.approx(base.prefill_step_ms + 1.0, rel=1e-9)
+    assert slow.output_tokens_per_s < base.output_tokens_per_s
+    assert any(r.name == "host_overhead" and r.time_us == pytest.approx(1000) for r in slow.breakdown)
+    assert not any(r.name == "host_overhead" for r in base.breakdown)
+    with pytest.raises(InputError, match="positive milliseconds"):
+        get_engine("trtllm:host_overhead_ms=-2")
