@@ -450,11 +450,12 @@ def estimate_inference(
             e2e = ttft + osl * tpot
         prefill_share = C * prefill_occ / cycle(C)
     else:
+        outputs = lengths.output_points()
         solved = _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, decode, prefill_occ, ttft_alone,
-                         lengths.output_points(), lengths.prompt_cv2, lengths.prompt_scales())
+                         outputs, lengths.prompt_cv2, lengths.prompt_scales())
         C, dec, tpot, ttft, e2e, lam, slo_att, max_rate, ttft99, tpot99 = solved
         grid, grid_t = _decode_grid(cap, decode)
-        drain = drain_time_s(C, lengths.output_points(), lambda c: np.interp(c, grid, grid_t))
+        drain = drain_time_s(C, outputs, lambda c: np.interp(c, grid, grid_t))
         out_rate_total = lam * osl
         prefill_share = min(lam / dp * prefill_occ, 1.0)
         rate = lam
@@ -521,21 +522,33 @@ def tpot_p99(step: float, prefill_s: float, lam: float, tpot: float, outputs: np
     times a Poisson of mean ``mu / (1 + cv^2)``: fewer, longer stalls, the same mean and a wider tail."""
     o = np.asarray(outputs, dtype=float)
     spread = 1.0 + prefill_cv2
-    prefill_s = prefill_s * spread
+    stall_s = prefill_s * spread
     mu = lam * o * tpot / spread
     if o.size == 1:
-        return step + prefill_s * float(poisson.ppf(0.99, mu[0])) / o[0]
+        return step + stall_s * float(poisson.ppf(0.99, mu[0])) / o[0]
     if prefill_s <= 0:
         return step
+    hi = step + stall_s * float(np.max(poisson.ppf(0.9999, mu) / o)) + 1e-12
+    return _bisect_quantile(lambda x: tpot_exceeds(x, step, prefill_s, lam, tpot, o, prefill_cv2), step, hi,
+                            0.01, 32)
 
-    def tail(x: float) -> float:
-        k = np.floor((x - step) * o / prefill_s)
-        return float(np.mean(np.where(k < 0, 1.0, pdtrc(np.maximum(k, 0), mu))))  # P(N > k)
 
-    lo, hi = step, step + prefill_s * float(np.max(poisson.ppf(0.9999, mu) / o)) + 1e-12
-    for _ in range(32):  # to 2^-32 of the bracket
+def tpot_exceeds(x: float, step: float, prefill_s: float, lam: float, tpot: float, outputs: np.ndarray,
+                 prefill_cv2: float = 0.0) -> float:
+    """P(a request's TPOT > x) under :func:`tpot_p99`'s model, averaged over the output lengths ``outputs``:
+    the chance it meets more interleaved prompts than ``(x - step) o`` of prefill time absorbs."""
+    o = np.asarray(outputs, dtype=float)
+    spread = 1.0 + prefill_cv2
+    k = np.floor((x - step) * o / (prefill_s * spread))
+    return float(np.mean(np.where(k < 0, 1.0, pdtrc(np.maximum(k, 0), lam * o * tpot / spread))))  # P(N > k)
+
+
+def _bisect_quantile(exceeds, lo: float, hi: float, p: float, iterations: int) -> float:
+    """The ``x`` in ``[lo, hi]`` where the decreasing ``exceeds(x)`` falls to ``p`` (bisection, returning the
+    upper end of the last bracket)."""
+    for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        if tail(mid) > 0.01:
+        if exceeds(mid) > p:
             lo = mid
         else:
             hi = mid
@@ -557,16 +570,9 @@ def ttft_quantile(q: float, fixed_s: float, own_s: np.ndarray, rho: float, theta
     ``fixed + S + theta ln(rho / (1 - q))``, the M/G/1 wait's exponential tail."""
     own = np.asarray(own_s, dtype=float)
     lo = fixed_s + float(own.min())
-    hi = fixed_s + float(own.max()) + (theta * math.log(max(rho, 1e-12) / (1 - q)) if rho > 1 - q and theta > 0 else 0.0)
-    if ttft_exceeds(hi, fixed_s, own, rho, theta) > 1 - q:  # the bound above is exact for one length
-        hi += theta * 50 + 1e-9
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if ttft_exceeds(mid, fixed_s, own, rho, theta) > 1 - q:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+    # every prompt's own tail is below 1 - q past the longest prefill plus the wait's (1 - q) quantile
+    hi = fixed_s + float(own.max()) + (theta * math.log(rho / (1 - q)) if rho > 1 - q and theta > 0 else 0.0)
+    return _bisect_quantile(lambda x: ttft_exceeds(x, fixed_s, own, rho, theta), lo, hi, 1 - q, 60)
 
 
 def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, decode, prefill_per_req, ttft_alone,
@@ -610,9 +616,8 @@ def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, decode, prefill_per_re
         if lam * e2e > cap * 1.0001:  # more requests in flight than fit: unstable at this rate
             return None
         theta = wait / rho if rho > 0 else 0.0
-        arrivals = lam * osl * tpot  # prompts that arrive, and interleave, while one request decodes
         return dict(c=c, dec=dec, tpot=tpot, ttft=ttft, e2e=e2e, wait=wait, theta=theta, rho=rho, step=step,
-                    arrivals=arrivals, tpot99=tpot_p99(step, prefill_per_req, lam, tpot, outputs, prefill_cv2))
+                    lam=lam, tpot99=tpot_p99(step, prefill_per_req, lam, tpot, outputs, prefill_cv2))
 
     scales = np.array([1.0]) if prompt_scales is None else np.asarray(prompt_scales, dtype=float)
 
@@ -666,11 +671,8 @@ def _server(rate, slo_ttft_ms, slo_tpot_ms, dp, cap, osl, decode, prefill_per_re
                                         s["rho"], s["theta"])
         p_tpot = 1.0
         if slo_tpot_ms is not None:
-            room = slo_tpot_ms / 1e3 - s["step"]  # interleaved prefill time a request can absorb per token
-            o = np.asarray(outputs, dtype=float)
-            spread = 1.0 + prefill_cv2  # the two-moment compound-Poisson match of tpot_p99
-            p_tpot = 0.0 if room < 0 else float(np.mean(poisson.cdf(
-                np.floor(room * o / (prefill_per_req * spread)), s["arrivals"] * o / osl / spread)))
+            p_tpot = 1.0 - tpot_exceeds(slo_tpot_ms / 1e3, s["step"], prefill_per_req, s["lam"], s["tpot"],
+                                        outputs, prefill_cv2)
         att = max(0.0, p_ttft) * p_tpot
     return s["c"], s["dec"], s["tpot"], s["ttft"], s["e2e"], lam, att, max_rate, p99_ttft(s), s["tpot99"]
 
@@ -791,8 +793,7 @@ class StepModel:
                 if rho >= 1:
                     break
                 wait = rho * p / (2 * (1 - rho))
-                tail = (wait / rho) * math.log(rho / 0.01) if rho > 0.01 else 0.0
-                if (p_alone + tail) * 1e3 > slo_ttft_ms:
+                if ttft_quantile(0.99, 0.0, [p_alone], rho, wait / rho) * 1e3 > slo_ttft_ms:
                     break
             best = max(best, lam)
             c = c + 1 if c < 16 else int(c * 1.15) + 1

@@ -58,10 +58,7 @@ class Lengths:
         if self.osl_points:
             pts = np.asarray(self.osl_points, dtype=float)
         elif self.osl_std > 0:
-            from scipy.stats import gamma
-
-            shape = (self.osl / self.osl_std) ** 2
-            pts = np.maximum(gamma.ppf((np.arange(200) + 0.5) / 200, shape, scale=self.osl / shape), 1.0)
+            pts = np.maximum(_gamma_points(self.osl, self.osl_std, 200), 1.0)
         else:
             return np.array([self.osl])
         return pts * (self.osl / pts.mean())
@@ -71,10 +68,7 @@ class Lengths:
         distribution with the prompts' coefficient of variation, or 1 alone for fixed prompts."""
         if self.isl_std <= 0:
             return np.array([1.0])
-        from scipy.stats import gamma
-
-        shape = (self.isl / self.isl_std) ** 2
-        pts = gamma.ppf((np.arange(64) + 0.5) / 64, shape, scale=1.0 / shape)
+        pts = _gamma_points(self.isl, self.isl_std, 64)
         return pts / pts.mean()
 
     @property
@@ -102,3 +96,12 @@ class Lengths:
     def final_context(self) -> float:
         """Mean final length (tokens) of the sequences in a decode step: the KV cache each will hold."""
         return self.isl + self._cov_term + (self.osl ** 2 + self.osl_std ** 2) / self.osl
+
+
+def _gamma_points(mean: float, std: float, n: int) -> np.ndarray:
+    """The ``n`` half-percentiles (equal weights) of a gamma distribution of this mean and spread: the
+    maximum-entropy shape for a positive length of given mean and mean log."""
+    from scipy.stats import gamma
+
+    shape = (mean / std) ** 2
+    return gamma.ppf((np.arange(n) + 0.5) / n, shape, scale=mean / shape)
