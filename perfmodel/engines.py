@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from .errors import InputError, close_matches
 
 
+# fields the user gives in other units: shown under the setting's name, in its unit
+_SHOWN_AS = {"host_overhead_s": ("host_overhead_ms", 1e3)}
+
+
 @dataclass(frozen=True)
 class Engine:
     name: str
@@ -37,9 +41,11 @@ class Engine:
         """The name, with the settings the user gave: ``vllm:max_batch=512,max_num_tokens=1024``."""
         if not self.pinned:
             return self.name
-        shown = {"host_overhead_s": ("host_overhead_ms", 1e3)}
-        return self.name + ":" + ",".join(f"{shown.get(f, (f, 1))[0]}={getattr(self, f) * shown.get(f, (f, 1))[1]:g}"
-                                          for f in self.pinned)
+        shown = []
+        for f in self.pinned:
+            name, scale = _SHOWN_AS.get(f, (f, 1))
+            shown.append(f"{name}={getattr(self, f) * scale:g}")
+        return self.name + ":" + ",".join(shown)
 
 
 ENGINES = {

@@ -8,7 +8,6 @@ A case that the model cannot predict yet is reported as ``unsupported: <reason>`
 from __future__ import annotations
 
 import functools
-
 import math
 import statistics
 from pathlib import Path
