@@ -23,6 +23,12 @@ import numpy as np
 
 from .errors import InputError
 
+# Widest spread (standard deviation / mean) a length may have: beyond it a gamma's half-percentiles are all but
+# zero and stop describing the distribution (the widest benchmark set shipped, deepseek-r1's outputs, has 1.25).
+MAX_CV = 10.0
+# Narrower spreads than this are fixed lengths (the gamma's shape parameter would overflow).
+MIN_CV = 1e-6
+
 
 @dataclass(frozen=True)
 class Lengths:
@@ -40,9 +46,12 @@ class Lengths:
             raise InputError("osl_points: expected positive output lengths")
         if not (math.isfinite(self.isl) and math.isfinite(self.osl)) or self.isl <= 0 or self.osl <= 0:
             raise InputError(f"--isl/--osl: expected positive token counts (got {self.isl}, {self.osl})")
-        for flag, v in (("--isl-std", self.isl_std), ("--osl-std", self.osl_std)):
+        for flag, v, mean in (("--isl-std", self.isl_std, self.isl), ("--osl-std", self.osl_std, self.osl)):
             if not math.isfinite(v) or v < 0:
                 raise InputError(f"{flag}: expected a finite standard deviation >= 0, got {v}")
+            if v > MAX_CV * mean:
+                raise InputError(f"{flag}: expected at most {MAX_CV:g} x the mean ({MAX_CV * mean:g} tokens), got {v:g}; "
+                                 "a wider spread has no usable gamma quantiles")
         if not -1.0 <= self.corr <= 1.0:
             raise InputError(f"--isl-osl-corr: expected a correlation between -1 and 1, got {self.corr}")
 
@@ -103,5 +112,7 @@ def _gamma_points(mean: float, std: float, n: int) -> np.ndarray:
     maximum-entropy shape for a positive length of given mean and mean log."""
     from scipy.stats import gamma
 
+    if std < MIN_CV * mean:
+        return np.full(n, float(mean))
     shape = (mean / std) ** 2
     return gamma.ppf((np.arange(n) + 0.5) / n, shape, scale=mean / shape)

@@ -42,6 +42,7 @@ def test_infer_table_breakdown_and_plot(tmp_path):
         (["--precision", "fp7"], "--precision"),
         (["--scenario", "online"], "--scenario"),
         (["--batch", "-4"], "--batch"),
+        (["--osl-std", "1e9"], "--osl-std"),
     ],
 )
 def test_infer_bad_input_one_line_exit_2(extra, needle):

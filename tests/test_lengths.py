@@ -34,10 +34,21 @@ def test_correlated_inputs_add_their_covariance():
 
 
 @pytest.mark.parametrize("kw", [dict(osl_std=-1.0), dict(isl_std=-5.0), dict(corr=1.5), dict(osl_std=float("nan")),
-                                dict(isl_std=float("inf")), dict(isl=float("nan")), dict(osl=float("inf"))])
+                                dict(isl_std=float("inf")), dict(isl=float("nan")), dict(osl=float("inf")),
+                                dict(osl_std=1001.0), dict(isl_std=1e200)])
 def test_bad_spreads_are_input_errors(kw):
     with pytest.raises(InputError):
         Lengths(**{"isl": 100.0, "osl": 100.0, **kw})
+
+
+def test_a_vanishing_spread_is_a_fixed_length(db):
+    """A spread of 1e-200 tokens (the gamma's shape parameter (mean/std)^2 would overflow a float) gives the
+    fixed-length answer, in the server path that takes quantiles of both lengths."""
+    kw = dict(scenario="server", rate=5.0, db=db, breakdown=False)
+    fixed = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 500, 500, **kw)
+    tiny = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 500, 500, isl_std=1e-200, osl_std=1e-200, **kw)
+    assert tiny.ttft_p99_ms == pytest.approx(fixed.ttft_p99_ms) and tiny.tpot_ms == pytest.approx(fixed.tpot_ms)
+    assert np.all(Lengths(500, 500, osl_std=1e-200).output_points() == 500.0)
 
 
 @settings(max_examples=8, deadline=None, derandomize=True)
