@@ -154,6 +154,7 @@ class CaseResult(BaseModel):
     status: Literal["ok", "unsupported", "invalid"]
     reason: str | None = None
     source: str | None = None
+    device: str | None = None  # accelerator id the case runs on, for per-device summaries
 
 
 class Unsupported(Exception):
@@ -439,8 +440,12 @@ def load_cases(paths: list[Path]) -> tuple[list[Case], list[CaseResult]]:
 
 
 def run_case(case: Case, db: Database) -> CaseResult:
+    try:
+        device = _device(case, db).id
+    except InputError:
+        device = None
     base = dict(id=case.id, kind=case.kind, system=case.system or case.device, metric=case.measured.metric,
-                measured=case.measured.value, source=case.source)
+                measured=case.measured.value, source=case.source, device=device)
     try:
         pred = predict(case, db)
     except Unsupported as e:
@@ -470,6 +475,22 @@ def summarise(results: list[CaseResult]) -> dict[str, dict]:
             "within_25": float(np.mean([e <= 0.25 for e in ok])) if ok else None,
         }
     return out
+
+
+def summarise_by_device(results: list[CaseResult]) -> list[dict]:
+    """Per kind and accelerator, over the predicted cases: count, median |error|, median signed error (the
+    bias: positive means the model is optimistic for that device), share within 10% and 25%."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in results:
+        if r.status == "ok":
+            groups.setdefault((r.kind, r.device or "?"), []).append(r.error)
+    rows = []
+    for (kind, device), errs in sorted(groups.items()):
+        a = np.abs(errs)
+        rows.append({"kind": kind, "device": device, "n": len(errs), "median_abs_error": float(np.median(a)),
+                     "median_error": float(np.median(errs)), "within_10": float(np.mean(a <= 0.10)),
+                     "within_25": float(np.mean(a <= 0.25))})
+    return rows
 
 
 def worst(results: list[CaseResult], n: int = 5) -> list[CaseResult]:

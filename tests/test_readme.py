@@ -13,15 +13,17 @@ from conftest import ROOT
 from perfmodel.cli import app
 
 
-@pytest.mark.parametrize("marker,case_set", [("validate-table", "public"), ("validate-measured", "measured")])
-def test_readme_error_tables_are_current(marker, case_set):
+@pytest.mark.parametrize("marker,args", [("validate-table", ["--set", "public"]), ("validate-measured", ["--set", "measured"]),
+                                         ("validate-by-device", ["--set", "public", "--by", "device"])])
+def test_readme_error_tables_are_current(marker, args):
     text = (ROOT / "README.md").read_text()
     m = re.search(rf"<!-- {marker}:start -->\n(.*?)\n<!-- {marker}:end -->", text, re.S)
     assert m, f"README lost its {marker} markers"
-    assert f"perfmodel validate --set {case_set} --markdown" in text
-    res = CliRunner().invoke(app, ["validate", "--set", case_set, "--markdown"])
+    command = "perfmodel validate " + " ".join(args) + " --markdown"
+    assert command in text
+    res = CliRunner().invoke(app, ["validate", *args, "--markdown"])
     assert res.exit_code == 0, res.output
-    assert m.group(1).strip() == res.stdout.strip(), f"rerun `perfmodel validate --set {case_set} --markdown`"
+    assert m.group(1).strip() == res.stdout.strip(), f"rerun `{command}`"
 
 
 def test_readme_commands_match_ci():

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from perfmodel.cli import app
 from perfmodel.roofline import device_rates, gemm_time
-from perfmodel.validate import run_validation, summarise
+from perfmodel.validate import run_validation, summarise, summarise_by_device
 
 GEMM = """\
 - id: G1
@@ -57,6 +57,31 @@ def test_error_arithmetic_and_unsupported(tmp_path, db):
     errs = sorted(abs(res[i].error) for i in ("G1", "G2"))
     assert s["gemm"]["median_abs_error"] == pytest.approx(sum(errs) / 2)
     assert s["gemm"]["within_25"] == pytest.approx(sum(e <= 0.25 for e in errs) / 2)
+
+
+def test_per_device_summary_by_hand(tmp_path, db):
+    """G1/G2 on the H100 and a third GEMM on the H200 (measured 800): the H100 row holds the two H100 errors
+    (median = their mean, signed median likewise), the H200 row its one; the unsupported case is in neither.
+    The CLI prints the same rows as Markdown and JSON."""
+    h200 = GEMM.replace("id: G1", "id: G3").split("- id: G2")[0].replace("h100-sxm", "h200-sxm").replace("700.0", "800.0")
+    f = tmp_path / "cases.yaml"
+    f.write_text(GEMM + h200)
+    res = {r.id: r for r in run_validation([f], db=db)}
+    assert res["G3"].device == "h200-sxm" and res["G1"].device == "h100-sxm"
+    rows = {row["device"]: row for row in summarise_by_device(list(res.values()))}
+    assert set(rows) == {"h100-sxm", "h200-sxm"} and rows["h100-sxm"]["n"] == 2
+    e1, e2 = res["G1"].error, res["G2"].error
+    assert rows["h100-sxm"]["median_error"] == pytest.approx((e1 + e2) / 2)
+    assert rows["h100-sxm"]["median_abs_error"] == pytest.approx((abs(e1) + abs(e2)) / 2)
+    assert rows["h200-sxm"]["median_error"] == pytest.approx(res["G3"].error)
+    md = CliRunner().invoke(app, ["validate", str(f), "--by", "device", "--markdown"])
+    assert md.exit_code == 0, md.output
+    line = next(x for x in md.stdout.splitlines() if "h200-sxm" in x)
+    assert f"{res['G3'].error * 100:+.1f}%" in line
+    doc = json.loads(CliRunner().invoke(app, ["validate", str(f), "--json"]).stdout)
+    assert {r["device"] for r in doc["by_device"]} == {"h100-sxm", "h200-sxm"}
+    bad = CliRunner().invoke(app, ["validate", str(f), "--by", "gpu"])
+    assert bad.exit_code == 2 and "--by" in bad.stderr
 
 
 def test_malformed_case_exits_2_after_others_run(tmp_path):

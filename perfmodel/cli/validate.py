@@ -10,7 +10,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from ..errors import InputError
-from ..validate import builtin_case_paths, load_cases, run_validation, summarise, worst
+from ..validate import builtin_case_paths, load_cases, run_validation, summarise, summarise_by_device, worst
 from .common import JsonOpt, SpecsOpt, console, database, fmt_num, print_json
 
 
@@ -23,6 +23,8 @@ def validate(
     kind: Annotated[Optional[str], typer.Option("--kind", help="Only this kind: train, infer, comm, gemm, membw, link.")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Predicted vs measured, log-log (PNG/SVG).", metavar="FILE")] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print only the summary as a Markdown table.")] = False,
+    by: Annotated[str, typer.Option("--by", help="Summarise per kind, or per kind and accelerator (device), with "
+                                    "the median signed error showing which way the model leans.")] = "kind",
     json_out: JsonOpt = False,
     specs: SpecsOpt = None,
 ) -> None:
@@ -30,6 +32,8 @@ def validate(
 
     Example: perfmodel validate --kind infer --plot errors.png
     """
+    if by not in ("kind", "device"):
+        raise InputError(f"--by: expected kind or device (got '{by}')")
     db = database(specs)
     shipped = builtin_case_paths()
     sets = {"public": shipped[:1], "measured": shipped[1:], "all": shipped}
@@ -42,19 +46,20 @@ def validate(
         task = bar.add_task("predicting cases", total=n_cases)
         results = run_validation(paths, kind, db, progress=lambda: bar.advance(task))
     summary = summarise(results)
+    by_device = summarise_by_device(results)
     rows = [r.model_dump() for r in results]
     if plot:
         from ..plots import validation_plot
 
         validation_plot(rows, plot)
     if markdown:
-        typer.echo(summary_markdown(summary))
+        typer.echo(device_markdown(by_device) if by == "device" else summary_markdown(summary))
     elif json_out:
-        print_json({"cases": [{k: r[k] for k in ("id", "kind", "system", "metric", "measured", "predicted", "error",
-                                                 "status", "reason")} for r in rows],
-                    "summary": summary, "worst": [w.id for w in worst(results)]})
+        print_json({"cases": [{k: r[k] for k in ("id", "kind", "system", "device", "metric", "measured", "predicted",
+                                                 "error", "status", "reason")} for r in rows],
+                    "summary": summary, "by_device": by_device, "worst": [w.id for w in worst(results)]})
     else:
-        _print(results, summary)
+        _print(results, summary, by_device if by == "device" else None)
         if plot:
             console.print(f"plot written to {plot}")
     invalid = [r for r in results if r.status == "invalid"]
@@ -64,7 +69,7 @@ def validate(
         raise typer.Exit(code=2)
 
 
-def _print(results, summary) -> None:
+def _print(results, summary, by_device=None) -> None:
     t = Table(title="cases", title_justify="left")
     for col in ("id", "kind", "system", "metric", "measured", "predicted", "error %"):
         t.add_column(col, justify="right" if col in ("measured", "predicted", "error %") else "left", no_wrap=True)
@@ -77,6 +82,8 @@ def _print(results, summary) -> None:
                       f"{r.status}: {r.reason}"[:90])
     console.print(t)
     console.print(summary_table(summary))
+    if by_device is not None:
+        console.print(device_table(by_device))
     w = worst(results)
     if w:
         console.print("worst cases: " + ", ".join(f"{r.id} ({r.error * 100:+.0f}%)" for r in w))
@@ -92,6 +99,30 @@ def summary_table(summary: dict) -> Table:
                   "-" if v["median_abs_error"] is None else f"{v['median_abs_error']:.1%}", pct(v["within_10"]),
                   pct(v["within_25"]))
     return s
+
+
+def _device_cells(row: dict) -> list[str]:
+    return [row["kind"], row["device"], str(row["n"]), f"{row['median_abs_error'] * 100:.1f}%",
+            f"{row['median_error'] * 100:+.1f}%", f"{row['within_10'] * 100:.0f}%", f"{row['within_25'] * 100:.0f}%"]
+
+
+_DEVICE_COLUMNS = ("kind", "device", "predicted", "median abs error", "median error", "within 10%", "within 25%")
+
+
+def device_table(rows: list[dict]) -> Table:
+    t = Table(title="per device (median error > 0: the model is optimistic)", title_justify="left")
+    for col in _DEVICE_COLUMNS:
+        t.add_column(col, justify="left" if col in ("kind", "device") else "right")
+    for row in rows:
+        t.add_row(*_device_cells(row))
+    return t
+
+
+def device_markdown(rows: list[dict]) -> str:
+    """The per-device summary as a Markdown table (``--by device --markdown``)."""
+    lines = ["| " + " | ".join(_DEVICE_COLUMNS) + " |", "| --- | --- | " + " | ".join(["---:"] * 5) + " |"]
+    lines += ["| " + " | ".join(_device_cells(row)) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def summary_markdown(summary: dict) -> str:
