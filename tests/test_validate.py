@@ -254,3 +254,23 @@ def test_mlperf_server_reports_tokens_over_the_run_and_its_drain():
 
     assert mlperf_server_completed_share(60.0) == pytest.approx(600 / 660)
     assert mlperf_server_completed_share(0.0) == 1.0
+
+
+def test_grid_cases_are_the_generator_output():
+    """cases_grid.yaml is exactly what benchmarks/cases/trtllm_017_grid.py writes (no hand edits), holds no row
+    the public set already has, and its ids do not collide with the other shipped sets."""
+    import runpy
+
+    import yaml
+
+    from conftest import ROOT
+    from perfmodel.validate import builtin_case_sets
+
+    gen = runpy.run_path(str(ROOT / "benchmarks" / "cases" / "trtllm_017_grid.py"))
+    public = ROOT / "perfmodel" / "validation" / "cases_public.yaml"
+    expected = gen["cases"](gen["public_keys"](public))
+    shipped = yaml.safe_load((ROOT / "perfmodel" / "validation" / "cases_grid.yaml").read_text())
+    assert shipped == expected and len(shipped) == 293
+    assert len(gen["public_keys"](public)) == 35
+    ids = [c["id"] for paths in builtin_case_sets()["all"] for c in yaml.safe_load(paths.read_text())]
+    assert len(ids) == len(set(ids))

@@ -10,7 +10,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from ..errors import InputError
-from ..validate import builtin_case_paths, load_cases, run_validation, summarise, summarise_by_device, worst
+from ..validate import builtin_case_sets, load_cases, run_validation, summarise, summarise_by_device, worst
 from .common import JsonOpt, SpecsOpt, console, database, fmt_num, print_json
 
 
@@ -18,8 +18,8 @@ def validate(
     files: Annotated[Optional[list[Path]], typer.Argument(metavar="[FILE...]",
                                                           help="Case files (SCHEMA.md v1); default: the shipped cases (see --set).")] = None,
     case_set: Annotated[str, typer.Option("--set", help="Shipped cases to run when no FILE is given: public "
-                                          "(published measurements), measured (perfmodel's own H100/H200 runs) "
-                                          "or all.")] = "all",
+                                          "(published measurements), measured (perfmodel's own H100/H200 runs), "
+                                          "grid (the rest of TensorRT-LLM 0.17's throughput table) or all.")] = "all",
     kind: Annotated[Optional[str], typer.Option("--kind", help="Only this kind: train, infer, comm, gemm, membw, link.")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Predicted vs measured, log-log (PNG/SVG).", metavar="FILE")] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print only the summary as a Markdown table.")] = False,
@@ -35,10 +35,9 @@ def validate(
     if by not in ("kind", "device"):
         raise InputError(f"--by: expected kind or device (got '{by}')")
     db = database(specs)
-    shipped = builtin_case_paths()
-    sets = {"public": shipped[:1], "measured": shipped[1:], "all": shipped}
+    sets = builtin_case_sets()
     if case_set not in sets:
-        raise InputError(f"--set: expected public, measured or all (got '{case_set}')")
+        raise InputError(f"--set: expected {', '.join(sets)} (got '{case_set}')")
     paths = list(files) if files else sets[case_set]
     n_cases = len(load_cases(paths)[0])
     show_bar = not json_out and not markdown and console.is_terminal
