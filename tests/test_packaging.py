@@ -28,7 +28,8 @@ def test_wheel_contains_specs_and_catalog(wheel):
     missing = [s for s in specs if f"perfmodel/{s}" not in names]
     assert not missing, f"spec files not in the wheel: {missing[:5]}"
     assert "perfmodel/catalog/models.yaml" in names
-    assert "perfmodel/validation/cases_public.yaml" in names
+    for case_set in ("cases_public", "cases_measured", "cases_grid", "datasets"):
+        assert f"perfmodel/validation/{case_set}.yaml" in names
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
