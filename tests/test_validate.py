@@ -71,9 +71,9 @@ def test_per_device_summary_by_hand(tmp_path, db):
     rows = {row["device"]: row for row in summarise_by_device(list(res.values()))}
     assert set(rows) == {"h100-sxm", "h200-sxm"} and rows["h100-sxm"]["n"] == 2
     e1, e2 = res["G1"].error, res["G2"].error
-    assert rows["h100-sxm"]["median_error"] == pytest.approx((e1 + e2) / 2)
+    assert rows["h100-sxm"]["median_lean"] == pytest.approx((e1 + e2) / 2)  # TFLOP/s: the lean is the error
     assert rows["h100-sxm"]["median_abs_error"] == pytest.approx((abs(e1) + abs(e2)) / 2)
-    assert rows["h200-sxm"]["median_error"] == pytest.approx(res["G3"].error)
+    assert rows["h200-sxm"]["median_lean"] == pytest.approx(res["G3"].error)
     md = CliRunner().invoke(app, ["validate", str(f), "--by", "device", "--markdown"])
     assert md.exit_code == 0, md.output
     line = next(x for x in md.stdout.splitlines() if "h200-sxm" in x)
@@ -82,6 +82,17 @@ def test_per_device_summary_by_hand(tmp_path, db):
     assert {r["device"] for r in doc["by_device"]} == {"h100-sxm", "h200-sxm"}
     bad = CliRunner().invoke(app, ["validate", str(f), "--by", "gpu"])
     assert bad.exit_code == 2 and "--by" in bad.stderr
+
+
+def test_lean_counts_a_time_as_the_rate_it_implies():
+    """A step predicted at 10 s against 12.5 s measured is optimistic: error -20%, lean +25% (12.5 / 10 - 1);
+    a throughput predicted 25% high leans +25% too."""
+    from perfmodel.validate import CaseResult, lean
+
+    kw = dict(id="X", kind="train", system="dgx-h100", status="ok")
+    slow = CaseResult(**kw, metric="step_time_s", measured=12.5, predicted=10.0, error=-0.2)
+    fast = CaseResult(**kw, metric="tokens_per_s_per_gpu", measured=1000.0, predicted=1250.0, error=0.25)
+    assert lean(slow) == pytest.approx(0.25) and lean(fast) == pytest.approx(0.25)
 
 
 def test_malformed_case_exits_2_after_others_run(tmp_path):

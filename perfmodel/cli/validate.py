@@ -24,7 +24,8 @@ def validate(
     plot: Annotated[Optional[str], typer.Option("--plot", help="Predicted vs measured, log-log (PNG/SVG).", metavar="FILE")] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print only the summary as a Markdown table.")] = False,
     by: Annotated[str, typer.Option("--by", help="Summarise per kind, or per kind and accelerator (device), with "
-                                    "the median signed error showing which way the model leans.")] = "kind",
+                                    "the median lean: positive when the model is optimistic (more throughput, "
+                                    "less time than measured).")] = "kind",
     json_out: JsonOpt = False,
     specs: SpecsOpt = None,
 ) -> None:
@@ -102,14 +103,15 @@ def summary_table(summary: dict) -> Table:
 
 def _device_cells(row: dict) -> list[str]:
     return [row["kind"], row["device"], str(row["n"]), f"{row['median_abs_error'] * 100:.1f}%",
-            f"{row['median_error'] * 100:+.1f}%", f"{row['within_10'] * 100:.0f}%", f"{row['within_25'] * 100:.0f}%"]
+            f"{row['median_lean'] * 100:+.1f}%", f"{row['within_10'] * 100:.0f}%", f"{row['within_25'] * 100:.0f}%"]
 
 
-_DEVICE_COLUMNS = ("kind", "device", "predicted", "median abs error", "median error", "within 10%", "within 25%")
+_DEVICE_COLUMNS = ("kind", "device", "predicted", "median abs error", "median lean", "within 10%", "within 25%")
 
 
 def device_table(rows: list[dict]) -> Table:
-    t = Table(title="per device (median error > 0: the model is optimistic)", title_justify="left")
+    t = Table(title="per device (lean > 0: the model expects more work per second than was measured)",
+              title_justify="left")
     for col in _DEVICE_COLUMNS:
         t.add_column(col, justify="left" if col in ("kind", "device") else "right")
     for row in rows:
