@@ -82,6 +82,8 @@ def test_per_device_summary_by_hand(tmp_path, db):
     assert {r["device"] for r in doc["by_device"]} == {"h100-sxm", "h200-sxm"}
     bad = CliRunner().invoke(app, ["validate", str(f), "--by", "gpu"])
     assert bad.exit_code == 2 and "--by" in bad.stderr
+    typo = CliRunner().invoke(app, ["validate", "--set", "gird"])
+    assert typo.exit_code == 2 and "did you mean grid?" in typo.stderr and typo.stderr.strip().count("\n") == 0
 
 
 def test_lean_counts_a_time_as_the_rate_it_implies():
