@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from .errors import InputError, close_matches
+from .errors import InputError, did_you_mean
 
 
 # fields the user gives in other units: shown under the setting's name, in its unit
@@ -98,8 +98,7 @@ def get_engine(name: str | None) -> Engine:
     key = base.strip().lower()
     key = _ALIASES.get(key, key)
     if key not in ENGINES:
-        near = close_matches(key, list(ENGINES) + list(_ALIASES))
-        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        hint = did_you_mean(key, list(ENGINES) + list(_ALIASES))
         raise InputError(f"--engine: expected one of {', '.join(ENGINES)} (got '{base}'){hint}")
     eng = ENGINES[key]
     changes: dict = {}
@@ -107,8 +106,7 @@ def get_engine(name: str | None) -> Engine:
         flag, eq, value = item.partition("=")
         flag = flag.strip().lower().lstrip("-").replace("-", "_")
         if flag not in SETTINGS:
-            near = close_matches(flag, SETTINGS)
-            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            hint = did_you_mean(flag, SETTINGS)
             raise InputError(f"--engine: unknown setting '{flag}' (expected NAME=VALUE with NAME one of "
                              f"max_num_seqs, max_num_batched_tokens, gpu_memory_utilization, block_size, ...){hint}")
         field, kind = SETTINGS[flag]

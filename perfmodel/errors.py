@@ -23,8 +23,7 @@ class UnknownIdError(InputError, KeyError):
     def __init__(self, what: str, wanted: str, known: Iterable[str]):
         self.wanted = wanted
         self.suggestions = close_matches(wanted, known)
-        hint = f"; did you mean {', '.join(self.suggestions)}?" if self.suggestions else ""
-        super().__init__(f"unknown {what} '{wanted}'{hint}")
+        super().__init__(f"unknown {what} '{wanted}'{_hint(self.suggestions)}")
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return self.args[0]
@@ -42,6 +41,16 @@ def close_matches(wanted: str, known: Iterable[str], n: int = 3) -> list[str]:
             if len(hits) >= n:
                 break
     return hits[:n]
+
+
+def did_you_mean(wanted: str, known: Iterable[str]) -> str:
+    """``"; did you mean a, b?"`` naming the known values closest to a misspelt one, or ``""`` when none is
+    close: the tail of an error line."""
+    return _hint(close_matches(wanted, known))
+
+
+def _hint(near: list[str]) -> str:
+    return f"; did you mean {', '.join(near)}?" if near else ""
 
 
 def format_validation_error(err, where: str, skip: Iterable[str] = ()) -> str:

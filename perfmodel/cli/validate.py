@@ -9,7 +9,7 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from ..errors import InputError, close_matches
+from ..errors import InputError, did_you_mean
 from ..validate import builtin_case_sets, load_cases, run_validation, summarise, summarise_by_device, worst
 from .common import JsonOpt, SpecsOpt, console, database, fmt_num, print_json
 
@@ -34,11 +34,11 @@ def validate(
     Example: perfmodel validate --kind infer --plot errors.png
     """
     if by not in ("kind", "device"):
-        raise InputError(f"--by: expected kind or device (got '{by}'){_did_you_mean(by, ('kind', 'device'))}")
+        raise InputError(f"--by: expected kind or device (got '{by}'){did_you_mean(by, ('kind', 'device'))}")
     db = database(specs)
     sets = builtin_case_sets()
     if case_set not in sets:
-        raise InputError(f"--set: expected {', '.join(sets)} (got '{case_set}'){_did_you_mean(case_set, sets)}")
+        raise InputError(f"--set: expected {', '.join(sets)} (got '{case_set}'){did_you_mean(case_set, sets)}")
     paths = list(files) if files else sets[case_set]
     n_cases = len(load_cases(paths)[0])
     show_bar = not json_out and not markdown and console.is_terminal
@@ -67,11 +67,6 @@ def validate(
         typer.echo(f"error: {r.reason}", err=True)
     if invalid:
         raise typer.Exit(code=2)
-
-
-def _did_you_mean(wanted: str, known) -> str:
-    near = close_matches(wanted, known)
-    return f"; did you mean {', '.join(near)}?" if near else ""
 
 
 def _print(results, summary, by_device=None) -> None:
