@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..errors import InputError
-from ..inference import estimate_inference
+from ..inference import estimate_inference, ttft_exceeds
 from ..lengths import Lengths
 from ..models import get_model
 from ..specdb import Database, load_database
@@ -195,9 +195,8 @@ def _disaggregated(m, ref, isl, osl, slo_ttft, slo_tpot, prec, tp, pp, ep, db, b
         lam = 0.5 * (lo + hi)
         rho = lam * p_s
         wait = rho * p_s * (1 + prompt_cv2) / (2 * (1 - rho))
-        theta = wait / rho
-        p99 = base + (theta * math.log(rho / 0.01) if rho > 0.01 else 0.0)
-        lo, hi = (lam, hi) if p99 * 1e3 <= slo_ttft else (lo, lam)
+        p99_ok = ttft_exceeds(slo_ttft / 1e3, base, [0.0], rho, wait / rho) <= 0.01
+        lo, hi = (lam, hi) if p99_ok else (lo, lam)
     pre_rate = lo
     if pre_rate <= 0:
         return None
