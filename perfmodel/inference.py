@@ -792,7 +792,7 @@ class StepModel:
                 if rho >= 1:
                     break
                 wait = rho * p / (2 * (1 - rho))
-                if ttft_quantile(0.99, 0.0, [p_alone], rho, wait / rho) * 1e3 > slo_ttft_ms:
+                if ttft_exceeds(slo_ttft_ms / 1e3, 0.0, [p_alone], rho, wait / rho) > 0.01:  # p99 TTFT over the SLO
                     break
             best = max(best, lam)
             c = c + 1 if c < 16 else int(c * 1.15) + 1
