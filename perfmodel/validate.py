@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import statistics
 from pathlib import Path
 from typing import Any, Literal
 
@@ -476,17 +475,24 @@ def summarise(results: list[CaseResult]) -> dict[str, dict]:
     kinds = sorted({r.kind for r in results})
     for kind in [*kinds, "all"]:
         rows = [r for r in results if kind == "all" or r.kind == kind]
-        ok = [abs(r.error) for r in rows if r.status == "ok"]
+        ok = [r.error for r in rows if r.status == "ok"]
         out[kind] = {
             "n": len(ok),
             "cases": len(rows),
             "unsupported": sum(r.status == "unsupported" for r in rows),
             "invalid": sum(r.status == "invalid" for r in rows),
-            "median_abs_error": statistics.median(ok) if ok else None,
-            "within_10": float(np.mean([e <= 0.10 for e in ok])) if ok else None,
-            "within_25": float(np.mean([e <= 0.25 for e in ok])) if ok else None,
+            **_error_stats(ok),
         }
     return out
+
+
+def _error_stats(errors: list[float]) -> dict[str, float | None]:
+    """Median |error| and the shares within 10% and 25% (None for no cases): the figures every summary shows."""
+    if not errors:
+        return {"median_abs_error": None, "within_10": None, "within_25": None}
+    a = np.abs(errors)
+    return {"median_abs_error": float(np.median(a)), "within_10": float(np.mean(a <= 0.10)),
+            "within_25": float(np.mean(a <= 0.25))}
 
 
 def lean(result: CaseResult) -> float:
@@ -506,10 +512,8 @@ def summarise_by_device(results: list[CaseResult]) -> list[dict]:
             groups.setdefault((r.kind, r.device or "?"), []).append(r)
     rows = []
     for (kind, device), rs in sorted(groups.items()):
-        a = np.abs([r.error for r in rs])
-        rows.append({"kind": kind, "device": device, "n": len(rs), "median_abs_error": float(np.median(a)),
-                     "median_lean": float(np.median([lean(r) for r in rs])), "within_10": float(np.mean(a <= 0.10)),
-                     "within_25": float(np.mean(a <= 0.25))})
+        rows.append({"kind": kind, "device": device, "n": len(rs), **_error_stats([r.error for r in rs]),
+                     "median_lean": float(np.median([lean(r) for r in rs]))})
     return rows
 
 
