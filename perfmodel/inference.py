@@ -47,7 +47,8 @@ from .errors import InputError
 from .lengths import Lengths
 from .memory import MemoryPlan, kv_bytes_per_token, plan_memory
 from .models import ModelArch, get_model
-from .ops import (WEIGHT_BYTES, Op, Shard, check_precision, check_shard, compute_dtype, head_ops, layer_ops)
+from .ops import (WEIGHT_BYTES, Op, Shard, check_precision, check_shard, compute_dtype, head_ops, layer_ops,
+                  unquantized_dtype)
 from .roofline import DeviceRates, attention_time, device_rates, fallback_notes, gemm_time, memory_time
 from .specdb import Database, SystemRef, load_database
 
@@ -196,8 +197,9 @@ class _Ctx:
         for op in ops:
             n = op.count * count
             if op.kind == "gemm":
-                t, fl, by, tc, tm = gemm_time(r, op.m, op.n, op.k, self.dtype, ACT_BYTES if self.dtype in (
-                    "bf16", "fp16") else 1.0, op.w_bytes, ACT_BYTES, op.groups, op.grouped)
+                dt = unquantized_dtype(self.dtype) if op.unquantized else self.dtype
+                t, fl, by, tc, tm = gemm_time(r, op.m, op.n, op.k, dt, ACT_BYTES if dt in ("bf16", "fp16") else 1.0,
+                                              op.w_bytes, ACT_BYTES, op.groups, op.grouped)
                 t, fl, by, tc, tm = float(t), float(fl), float(by), float(tc), float(tm)
                 floor = r.floor_s
             elif op.kind == "attention":

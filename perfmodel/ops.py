@@ -39,6 +39,11 @@ def compute_dtype(precision: str) -> str:
             "fp4": "fp4", "nvfp4": "fp4", "mxfp4": "fp4"}[precision]
 
 
+def unquantized_dtype(dtype: str) -> str:
+    """The tensor-core dtype of a GEMM that weight quantization leaves alone: the plan's own if 16/32-bit."""
+    return dtype if dtype in ("bf16", "fp16", "fp32") else "bf16"
+
+
 def check_precision(p: str, flag: str = "--precision") -> str:
     if p not in WEIGHT_BYTES:
         raise InputError(f"{flag}: expected one of {', '.join(PRECISIONS)} (got '{p}')")
@@ -62,6 +67,7 @@ class Op:
     tiles: float = 0.0  # parallel work items of an attention kernel
     keys: float | None = None  # keys each query visits in an attention kernel (its rate ramps with them)
     grouped: bool = False  # a grouped (MoE expert) GEMM kernel rather than a dense or batched one
+    unquantized: bool = False  # a GEMM left in 16-bit under weight quantization (the LM head)
     collective: str = ""
     group: int = 1
     meta: dict = field(default_factory=dict)
@@ -241,12 +247,17 @@ def _mlp_ops(model: ModelArch, shard: Shard, T: float, act_bytes: float, w_bytes
 
 def head_ops(model: ModelArch, shard: Shard, tokens: float, logits_rows: float, act_bytes: float,
              w_bytes: float) -> list[Op]:
-    """Embedding gather, final norm, the vocab-parallel LM head, logits gather and sampling."""
+    """Embedding gather, final norm, the vocab-parallel LM head, logits gather and sampling.
+
+    The LM head stays in BF16 under FP8/FP4 weight quantization: TensorRT-LLM's and ModelOpt's quantizers
+    exclude ``lm_head`` by default, vLLM's FP8 checkpoints keep it unquantized, and FP8 training keeps the
+    output layer in BF16 (Megatron-core's output layer is not a Transformer Engine module; DeepSeek-V3
+    report §3.3.1 keeps the output head in higher precision)."""
     h, V, t = model.hidden, model.vocab, shard.attn_tp
     ops = [
         Op("embedding", "memory", nbytes=2 * tokens * h * act_bytes),
         Op("final_norm", "memory", nbytes=3 * logits_rows * h * act_bytes),
-        Op("lm_head", "gemm", m=logits_rows, n=V / t, k=h, w_bytes=w_bytes),
+        Op("lm_head", "gemm", m=logits_rows, n=V / t, k=h, w_bytes=w_bytes, unquantized=True),
     ]
     if t > 1:
         ops.append(Op("logits_gather", "comm", collective="all_gather", nbytes=logits_rows * V * 4, group=t))

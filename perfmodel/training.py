@@ -44,7 +44,7 @@ from .errors import InputError
 from .flops import iteration_flops
 from .memory import RUNTIME_CONTEXT_GB
 from .models import ModelArch, get_model
-from .ops import Op, Shard, head_ops, layer_ops
+from .ops import Op, Shard, head_ops, layer_ops, unquantized_dtype
 from .roofline import (DeviceRates, attention_time, device_rates, fallback_notes, gemm_time,
                        memory_time)
 from .specdb import Database, SystemRef, load_database
@@ -216,12 +216,14 @@ class _Trainer:
     def _op_fwd_bwd(self, op: Op) -> tuple[float, float]:
         r = self.rates
         if op.kind == "gemm":
-            args = (self.dtype, self.in_bytes, op.w_bytes, ACT_BYTES)
+            dtype = unquantized_dtype(self.dtype) if op.unquantized else self.dtype
+            in_bytes = ACT_BYTES if op.unquantized else self.in_bytes
+            args = (dtype, in_bytes, op.w_bytes, ACT_BYTES)
             g = op.grouped
             f = gemm_time(r, op.m, op.n, op.k, *args, groups=op.groups, grouped=g)[0]
             dgrad = gemm_time(r, op.m, op.k, op.n, *args, groups=op.groups, grouped=g)[0]
             wgrad = gemm_time(r, op.k, op.n, op.m, *args, groups=op.groups, grouped=g)[0]
-            if self.dtype == "fp8":
+            if dtype == "fp8":
                 # Transformer Engine FP8: the forward keeps a transposed FP8 copy of each GEMM input for the
                 # weight gradient (1 byte/element written), and the backward casts and transposes the output
                 # gradient (2 read + 1 + 1 written), as its cast-transpose kernels do.
@@ -240,7 +242,7 @@ class _Trainer:
         """Embedding (first stage) and LM head, loss (last stage), forward + backward, one micro-batch."""
         T = self.mb * self.seq / self.cp
         t = 0.0
-        for op in head_ops(self.m, Shard(tp=self.tp), T, T, ACT_BYTES, self.in_bytes):
+        for op in head_ops(self.m, Shard(tp=self.tp), T, T, ACT_BYTES, ACT_BYTES):
             if op.name == "embedding" and not first:
                 continue
             if op.name != "embedding" and not last:

@@ -220,3 +220,18 @@ def test_ttft_tail_counts_each_prompts_own_prefill():
     assert two > ttft_quantile(0.99, 0.0, [1.0], 0.5, 1.0)  # same mean prefill, wider tail
     assert ttft_exceeds(two, 0.0, [0.5, 1.5], 0.5, 1.0) == pytest.approx(0.01, rel=1e-6)
     assert ttft_exceeds(0.4, 0.0, [0.5, 1.5], 0.5, 1.0) == 1.0  # before any prefill can finish
+
+
+def test_lm_head_stays_bf16_under_fp8_weights(db):
+    """The LM head is not quantized (TensorRT-LLM/ModelOpt exclude lm_head): at batch 512 its GEMM is
+    compute-bound, so it runs at the BF16 rate, half the FP8 one, on the [512, 4096] x [4096, vocab] shape."""
+    from perfmodel.roofline import gemm_time
+
+    m = catalog()["llama-3.1-8b"]
+    r = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 128, 128, batch=512, precision="fp8", db=db)
+    head = next(o for o in r.breakdown if o.phase == "decode" and o.name == "lm_head")
+    rates = device_rates(db.accelerator("h100-sxm"))
+    bf16_s = gemm_time(rates, 512, m.vocab, m.hidden, "bf16", 2.0, 2.0)[0]
+    fp8_s = gemm_time(rates, 512, m.vocab, m.hidden, "fp8", 1.0, 2.0)[0]
+    assert head.time_us == pytest.approx(bf16_s * 1e6, rel=1e-9)
+    assert head.bound == "compute" and bf16_s > 1.5 * fp8_s
