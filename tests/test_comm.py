@@ -116,6 +116,17 @@ def test_measured_all_reduce_curve_replaces_the_model_inside_its_range(db):
     assert all(b >= a for a, b in zip(times, times[1:]))  # more bytes never take less time
 
 
+def test_gb200_tray_all_reduce_reads_azures_ring_curve(db):
+    """gb200-nvl72's 4-rank all-reduce is Azure's ND GB200 v6 nccl-tests curve (NCCL_ALGO=Ring, one 4-GPU
+    tray): 16 MiB moves at 331.09 GB/s of bus bandwidth, so 2 x 3/4 x 16 MiB / 331.09 GB/s = 76.0 us; other
+    rank counts stay on the alpha-beta model."""
+    s = db.system("gb200-nvl72")
+    r = collective_time(db, s, "all_reduce", 16 << 20, 4)
+    assert r.algorithm == ["measured"]
+    assert r.time_s[0] == pytest.approx(1.5 * (16 << 20) / 331.09e9)
+    assert collective_time(db, s, "all_reduce", 16 << 20, 8).algorithm != ["measured"]
+
+
 def test_measured_curve_needs_two_points(tmp_path):
     from perfmodel.specdb import load_database
     from perfmodel.errors import InputError as SpecError
