@@ -95,6 +95,7 @@ UNITS: dict[str, tuple[str, float, float]] = {
     "grouped_gemm_ratio": ("fraction", 0.05, 1.0),
     "grouped_gemm_gbps": ("GB/s", 10, 100_000),
     "memory_bandwidth_fraction": ("fraction", 0.05, 1.0),
+    "weight_streaming_fraction": ("fraction", 0.05, 1.0),
     "kernel_floor_us": ("us", 0.1, 1_000),
     "fp8_kv_decode_gbps_per_sm": ("GB/s", 0.1, 10_000),
     "capacity_gb": ("GB", 0.001, 10_000_000),
@@ -220,7 +221,10 @@ class Efficiency(Strict):
     stream expert weights at when few tokens reach each expert, which a grouped kernel's in-flight loads
     cap below what HBM allows (the same ~2.3-2.9 TB/s measured on H100 and on the faster-memory H200).
     ``memory_bandwidth_fraction`` is the achievable share of the HBM bandwidth (STREAM/BabelStream
-    copy); ``kernel_floor_us`` the smallest time a kernel takes (launch plus ramp), which dominates tiny
+    copy); ``weight_streaming_fraction``, where measured apart from it, the share at which a memory-bound
+    GEMM (a decode projection) streams its weights, a rate set by the GEMM kernel's loads in flight that
+    can sit below STREAM's (SM100: 0.73 in vLLM's weight-streaming GEMMs, 0.89 in a triad); without it
+    GEMMs stream at ``memory_bandwidth_fraction``. ``kernel_floor_us`` the smallest time a kernel takes (launch plus ramp), which dominates tiny
     decode steps. ``fp8_kv_decode_gbps_per_sm`` is the rate, per SM, at which a decode attention kernel
     works through an FP8 KV cache when the SMs, not HBM, limit it (the cache's bytes must be unpacked and
     fed to the tensor cores): decode attention streams an FP8 cache at the lower of HBM and this times
@@ -234,6 +238,7 @@ class Efficiency(Strict):
     grouped_gemm_ratio: dict[Dtype, Spec] = Field(default_factory=dict)
     grouped_gemm_gbps: dict[Dtype, Spec] = Field(default_factory=dict)
     memory_bandwidth_fraction: Spec | None = None
+    weight_streaming_fraction: Spec | None = None
     kernel_floor_us: Spec | None = None
     fp8_kv_decode_gbps_per_sm: Spec | None = None
 

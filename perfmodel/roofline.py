@@ -9,7 +9,8 @@
   shape utilisation is tile and wave quantisation: an M x N output is cut into 128 x 128 tiles (the
   common CUTLASS / hipBLASLt macro-tile), each tile runs on one SM/CU, and the last wave of tiles leaves
   SMs idle. Small outputs with a long K are split along K (split-K, as cuBLAS does) to fill the machine.
-* memory = bytes moved / (HBM bandwidth x achievable fraction, STREAM-measured, cited).
+* memory = bytes moved / (HBM bandwidth x achievable fraction, STREAM-measured, cited; a GEMM's weight
+  stream uses its own measured fraction where a device has one).
 * floor = the device's per-kernel floor (launch, pipeline fill and tail), added once per kernel.
 
 A GEMM's compute and memory times overlap imperfectly: near the ridge (compute ~ memory) its software
@@ -95,6 +96,7 @@ class DeviceRates:
     grouped_ratio: dict[str, float]
     grouped_gbps: dict[str, float]
     fp8_kv_decode_gbps: float | None = None  # SM-side ceiling of decode attention over an FP8 KV cache
+    weight_stream_fraction: float | None = None  # share of HBM a memory-bound GEMM streams weights at
 
     def peak_tflops(self, dtype: str) -> float:
         return self.peaks[dtype]
@@ -138,6 +140,12 @@ class DeviceRates:
     @property
     def achievable_gbps(self) -> float:
         return self.hbm_gbps * self.mem_fraction
+
+    @property
+    def gemm_gbps(self) -> float:
+        """GB/s a memory-bound GEMM streams its operands at: ``weight_streaming_fraction`` where measured,
+        else the STREAM-class ``achievable_gbps``."""
+        return self.hbm_gbps * (self.weight_stream_fraction or self.mem_fraction)
 
 
 _COMPUTE_FALLBACK = {
@@ -193,8 +201,9 @@ def device_rates(acc: Accelerator, sustained: bool = True) -> DeviceRates:
     if acc.compute_units is None:
         fallbacks.append("compute_units")
     kv8 = eff.fp8_kv_decode_gbps_per_sm.value * sms if eff.fp8_kv_decode_gbps_per_sm is not None else None
+    stream = eff.weight_streaming_fraction.value if eff.weight_streaming_fraction is not None else None
     return DeviceRates(acc.id, sms, acc.memory_bandwidth_gbps.value, mem, floor * 1e-6, frac, peaks,
-                       tuple(fallbacks), ratio, sustained, attn, ramp, g_ratio, g_gbps, kv8)
+                       tuple(fallbacks), ratio, sustained, attn, ramp, g_ratio, g_gbps, kv8, stream)
 
 
 def _tile_utilisation_scalar(m: float, n: float, k: float, sms: int, groups: float, tile_m: int) -> float:
@@ -249,7 +258,7 @@ def gemm_time(rates: DeviceRates, m, n, k, dtype: str, in_bytes: float, w_bytes:
     flops = 2.0 * m * n * k * groups
     nbytes = (m * k * in_bytes + k * n * w_bytes + m * n * out_bytes) * groups
     util = tile_utilisation(m, n, k, rates.sms, groups)
-    tflops, gbps = rates.achievable_tflops(dtype), rates.achievable_gbps
+    tflops, gbps = rates.achievable_tflops(dtype), rates.gemm_gbps
     if grouped:
         tflops *= rates.grouped_ratio.get(dtype, 1.0)
         gbps = min(gbps, rates.grouped_gbps.get(dtype, gbps))

@@ -235,3 +235,20 @@ def test_lm_head_stays_bf16_under_fp8_weights(db):
     fp8_s = gemm_time(rates, 512, m.vocab, m.hidden, "fp8", 1.0, 2.0)[0]
     assert head.time_us == pytest.approx(bf16_s * 1e6, rel=1e-9)
     assert head.bound == "compute" and bf16_s > 1.5 * fp8_s
+
+
+def test_weight_streaming_fraction_times_memory_bound_gemms_only(db):
+    """gb300 streams GEMM weights at its weight_streaming_fraction (0.73, carried from B200's GEMM tables) and
+    runs elementwise kernels at its triad fraction (0.89): a batch-1 GEMM over 1 GB of FP8 weights takes
+    1e9 / (8,000 GB/s x 0.73) plus one floor; a 1 GB memory op 1e9 / (8,000 GB/s x 0.89) plus one floor. A
+    device without the field (h100-sxm) streams both at its one fraction."""
+    from perfmodel.roofline import gemm_time, memory_time
+
+    r = device_rates(db.accelerator("gb300"))
+    n = k = 31623  # ~1.0e9 one-byte weights
+    t_gemm = gemm_time(r, 1, n, k, "fp8", 1.0, 1.0)[0]
+    nbytes = k * 1.0 + k * n * 1.0 + n * 2.0  # activation row, weights, BF16 output row
+    assert t_gemm == pytest.approx(nbytes / (8000e9 * 0.73) + r.floor_s, rel=2e-3)
+    assert memory_time(r, 1e9)[0] == pytest.approx(1e9 / (8000e9 * 0.89) + r.floor_s)
+    h = device_rates(db.accelerator("h100-sxm"))
+    assert h.gemm_gbps == h.achievable_gbps
