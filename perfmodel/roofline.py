@@ -74,6 +74,9 @@ def fallback_notes(rates: "DeviceRates", dtype: str | None = None) -> list[str]:
     if dtype and "gemm_peak_fraction" not in rates.fallbacks and dtype not in rates.gemm_fraction:
         notes.append(f"{rates.id}: no measured {dtype} GEMM fraction of peak; its BF16 figure "
                      f"({rates.gemm_fraction['_default']:g}) is used")
+    if dtype and "sustained_gemm_ratio" not in rates.fallbacks and dtype not in rates.sustained_ratio:
+        notes.append(f"{rates.id}: no measured {dtype} sustained GEMM ratio; assumed "
+                     f"{rates.sustained_ratio['_default']:g} of the short-run rate")
     return notes
 
 
@@ -154,12 +157,13 @@ _COMPUTE_FALLBACK = {
 }
 
 
-def _per_dtype(specs: dict, name: str, fallback: float, fallbacks: list[str]) -> dict[str, float]:
-    """A per-dtype efficiency table with a ``_default`` (its BF16 entry, else any, else ``fallback``)."""
+def _per_dtype(specs: dict, name: str, fallback: float, fallbacks: list[str], borrow: bool = True) -> dict[str, float]:
+    """A per-dtype efficiency table with a ``_default`` (its BF16 entry, else any, else ``fallback``).
+    ``borrow=False``: a dtype the table lacks gets ``fallback``, never another dtype's entry."""
     out = {d.value: s.value for d, s in specs.items()}
     if not out:
         fallbacks.append(name)
-    out["_default"] = out.get("bf16", next(iter(out.values()), fallback))
+    out["_default"] = out.get("bf16", next(iter(out.values()), fallback) if borrow else fallback)
     return out
 
 
@@ -178,7 +182,9 @@ def device_rates(acc: Accelerator, sustained: bool = True) -> DeviceRates:
     eff = acc.efficiency
     fallbacks = []
     frac = _per_dtype(eff.gemm_peak_fraction, "gemm_peak_fraction", FALLBACK_GEMM_FRACTION, fallbacks)
-    ratio = _per_dtype(eff.sustained_gemm_ratio, "sustained_gemm_ratio", FALLBACK_SUSTAINED_RATIO, fallbacks)
+    # a ratio measured for one dtype (a fraction taken at the loaded clock) says nothing of another dtype's
+    ratio = _per_dtype(eff.sustained_gemm_ratio, "sustained_gemm_ratio", FALLBACK_SUSTAINED_RATIO, fallbacks,
+                       borrow=False)
     attn = {k: v.value for k, v in eff.attention_peak_fraction.items()}
     ramp = {k: v.value for k, v in eff.attention_ramp_keys.items()}
     g_ratio = {d.value: v.value for d, v in eff.grouped_gemm_ratio.items()}

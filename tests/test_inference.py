@@ -252,3 +252,19 @@ def test_weight_streaming_fraction_times_memory_bound_gemms_only(db):
     assert memory_time(r, 1e9)[0] == pytest.approx(1e9 / (8000e9 * 0.89) + r.floor_s)
     h = device_rates(db.accelerator("h100-sxm"))
     assert h.gemm_gbps == h.achievable_gbps
+
+
+def test_a_sustained_ratio_measured_for_one_dtype_is_not_lent_to_another(db):
+    """gb200 carries sustained ratios of 1 for FP8 and FP4 (its fractions come from Azure's runs after
+    10,000 warm-up products, already at the loaded clock); BF16, a short MAMF sweep, keeps the roofline's
+    fallback 0.86 rather than borrowing FP8's 1, and an estimate in BF16 says so among its assumptions."""
+    from perfmodel.roofline import FALLBACK_SUSTAINED_RATIO, fallback_notes
+
+    r = device_rates(db.accelerator("gb200"))
+    assert r.achievable_tflops("fp8") == pytest.approx(5000 * 0.58)
+    assert r.achievable_tflops("fp4") == pytest.approx(10000 * 0.76)
+    assert r.achievable_tflops("bf16") == pytest.approx(2500 * 0.73 * FALLBACK_SUSTAINED_RATIO)
+    assert any("bf16 sustained GEMM ratio" in n for n in fallback_notes(r, "bf16"))
+    assert not any("sustained" in n for n in fallback_notes(r, "fp8"))
+    h = device_rates(db.accelerator("h100-sxm"))
+    assert h.achievable_tflops("int8") == pytest.approx(1978.9 * 0.8 * 0.867)  # BF16 fraction and ratio, as before
