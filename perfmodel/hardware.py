@@ -224,8 +224,8 @@ class Efficiency(Strict):
     copy); ``weight_streaming_fraction``, where measured apart from it, the share at which a memory-bound
     GEMM (a decode projection) streams its weights, a rate set by the GEMM kernel's loads in flight that
     can sit below STREAM's (SM100: 0.73 in vLLM's weight-streaming GEMMs, 0.89 in a triad); without it
-    GEMMs stream at ``memory_bandwidth_fraction``. ``kernel_floor_us`` the smallest time a kernel takes (launch plus ramp), which dominates tiny
-    decode steps. ``fp8_kv_decode_gbps_per_sm`` is the rate, per SM, at which a decode attention kernel
+    GEMMs stream at ``memory_bandwidth_fraction``. ``kernel_floor_us`` is the smallest time a kernel takes
+    (launch plus ramp), which dominates tiny decode steps. ``fp8_kv_decode_gbps_per_sm`` is the rate, per SM, at which a decode attention kernel
     works through an FP8 KV cache when the SMs, not HBM, limit it (the cache's bytes must be unpacked and
     fed to the tensor cores): decode attention streams an FP8 cache at the lower of HBM and this times
     the SM count.

@@ -157,7 +157,8 @@ _COMPUTE_FALLBACK = {
 }
 
 
-def _per_dtype(specs: dict, name: str, fallback: float, fallbacks: list[str], borrow: bool = True) -> dict[str, float]:
+def _per_dtype(specs: dict, name: str, fallback: float, fallbacks: list[str],
+               borrow: bool = True) -> dict[str, float]:
     """A per-dtype efficiency table with a ``_default`` (its BF16 entry, else any, else ``fallback``).
     ``borrow=False``: a dtype the table lacks gets ``fallback``, never another dtype's entry."""
     out = {d.value: s.value for d, s in specs.items()}
