@@ -47,8 +47,7 @@ from .errors import InputError
 from .lengths import Lengths
 from .memory import MemoryPlan, kv_bytes_per_token, plan_memory
 from .models import ModelArch, get_model
-from .ops import (WEIGHT_BYTES, Op, Shard, check_precision, check_shard, compute_dtype, head_ops, layer_ops,
-                  unquantized_dtype)
+from .ops import (WEIGHT_BYTES, Op, Shard, check_precision, check_shard, compute_dtype, head_ops, layer_ops)
 from .roofline import DeviceRates, attention_time, device_rates, fallback_notes, gemm_time, memory_time
 from .specdb import Database, SystemRef, load_database
 
@@ -167,9 +166,9 @@ class _Ctx:
     """What every step evaluation needs, resolved once per estimate."""
 
     def __init__(self, db: Database, ref: SystemRef, model: ModelArch, shard: Shard, pp: int, precision: str,
-                 kv_precision: str):
+                 kv_precision: str, host_s: float = 0.0):
         self.db, self.ref, self.model, self.shard, self.pp = db, ref, model, shard, pp
-        self.host_s = 0.0  # the engine's per-iteration host time (Engine.host_overhead_s)
+        self.host_s = host_s  # the engine's per-iteration host time (Engine.host_overhead_s)
         self.rates: DeviceRates = device_rates(ref.accelerator)
         self.w_bytes = WEIGHT_BYTES[precision]
         self.kv_bytes = WEIGHT_BYTES[kv_precision] if kv_precision not in ("fp4", "nvfp4", "mxfp4") else 0.5
@@ -197,7 +196,7 @@ class _Ctx:
         for op in ops:
             n = op.count * count
             if op.kind == "gemm":
-                dt = unquantized_dtype(self.dtype) if op.unquantized else self.dtype
+                dt = op.gemm_dtype(self.dtype)
                 t, fl, by, tc, tm = gemm_time(r, op.m, op.n, op.k, dt, ACT_BYTES if dt in ("bf16", "fp16") else 1.0,
                                               op.w_bytes, ACT_BYTES, op.groups, op.grouped)
                 t, fl, by, tc, tm = float(t), float(fl), float(by), float(tc), float(tm)
@@ -371,8 +370,7 @@ def estimate_inference(
         gpus = prefill_gpus + decode_gpus
         dp = gpus // (shard.width * pp)
     ref, dp = _resolve(db, system, gpus, shard.width, pp, dp)
-    ctx = _Ctx(db, ref, arch, shard, pp, precision, kv_precision)
-    ctx.host_s = eng.host_overhead_s
+    ctx = _Ctx(db, ref, arch, shard, pp, precision, kv_precision, eng.host_overhead_s)
     acc = ref.accelerator
     assumptions = fallback_notes(ctx.rates, ctx.dtype)
     if lengths.varies:
@@ -740,8 +738,8 @@ class StepModel:
         self.ref = SystemRef(ref.system, ref.accelerator, tp * pp)
         self.pp = pp
         self.engine = get_engine(engine)
-        self.ctx = _Ctx(self.db, self.ref, self.arch, self.shard, pp, precision, kv_precision)
-        self.ctx.host_s = self.engine.host_overhead_s
+        self.ctx = _Ctx(self.db, self.ref, self.arch, self.shard, pp, precision, kv_precision,
+                        self.engine.host_overhead_s)
         self.c_grid = [2**i for i in range(0, 13)]
         self.ctx_pts = (1024.0, 8192.0)
         self.t_dec = {x: [self.ctx.step("decode", max(c / pp, 1.0), max(c / pp, 1.0), x, max(c / pp, 1.0)).time_s

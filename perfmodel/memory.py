@@ -15,7 +15,6 @@
   ``RUNTIME_CONTEXT_GB``). The rest is left for library workspaces and fragmentation.
 """
 
-
 from __future__ import annotations
 
 import math

@@ -39,11 +39,6 @@ def compute_dtype(precision: str) -> str:
             "fp4": "fp4", "nvfp4": "fp4", "mxfp4": "fp4"}[precision]
 
 
-def unquantized_dtype(dtype: str) -> str:
-    """The tensor-core dtype of a GEMM that weight quantization leaves alone: the plan's own if 16/32-bit."""
-    return dtype if dtype in ("bf16", "fp16", "fp32") else "bf16"
-
-
 def check_precision(p: str, flag: str = "--precision") -> str:
     if p not in WEIGHT_BYTES:
         raise InputError(f"{flag}: expected one of {', '.join(PRECISIONS)} (got '{p}')")
@@ -71,6 +66,13 @@ class Op:
     collective: str = ""
     group: int = 1
     meta: dict = field(default_factory=dict)
+
+    def gemm_dtype(self, plan_dtype: str) -> str:
+        """The tensor-core dtype this GEMM runs in under a plan computing in ``plan_dtype``: the plan's, except
+        that a GEMM weight quantization leaves alone (``unquantized``) stays 16-bit."""
+        if self.unquantized and plan_dtype not in ("bf16", "fp16", "fp32"):
+            return "bf16"
+        return plan_dtype
 
 
 @dataclass(frozen=True)

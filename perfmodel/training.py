@@ -44,7 +44,7 @@ from .errors import InputError
 from .flops import iteration_flops
 from .memory import RUNTIME_CONTEXT_GB
 from .models import ModelArch, get_model
-from .ops import Op, Shard, head_ops, layer_ops, unquantized_dtype
+from .ops import Op, Shard, head_ops, layer_ops
 from .roofline import (DeviceRates, attention_time, device_rates, fallback_notes, gemm_time,
                        memory_time)
 from .specdb import Database, SystemRef, load_database
@@ -216,7 +216,7 @@ class _Trainer:
     def _op_fwd_bwd(self, op: Op) -> tuple[float, float]:
         r = self.rates
         if op.kind == "gemm":
-            dtype = unquantized_dtype(self.dtype) if op.unquantized else self.dtype
+            dtype = op.gemm_dtype(self.dtype)
             in_bytes = ACT_BYTES if op.unquantized else self.in_bytes
             args = (dtype, in_bytes, op.w_bytes, ACT_BYTES)
             g = op.grouped
