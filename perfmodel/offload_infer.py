@@ -90,6 +90,8 @@ class PhaseTime(BaseModel):
     gpu_ms: float = Field(description="roofline time of the step on the GPU (weights/KV already in HBM)")
     transfer: Transfer
     cpu_launch_ms: float = Field(description="kernels x per-kernel CPU dispatch (eager); 0 when not eager")
+    host_ms: float = Field(0.0, description="the engine's per-iteration host time (host_overhead_ms), serial with "
+                                             "the GPU and the transfers it issues")
     kernels: int
     step_ms: float
     bound: str = Field(description="gpu | cpu-launch | the bottleneck link/tier id")
@@ -213,7 +215,8 @@ def eager_kernels(arch: ModelArch, tokens: float) -> int:
     return int(n)
 
 
-def _combine(gpu_s: float, xfer: Transfer, layers: int, overlap: bool, cpu_s: float, kernels: int) -> PhaseTime:
+def _combine(gpu_s: float, xfer: Transfer, layers: int, overlap: bool, cpu_s: float, kernels: int,
+             host_s: float = 0.0) -> PhaseTime:
     tx = xfer.time_ms / 1e3
     if overlap:
         t = max(gpu_s, tx) + (min(gpu_s, tx) / layers if tx > 0 else 0.0)
@@ -222,8 +225,8 @@ def _combine(gpu_s: float, xfer: Transfer, layers: int, overlap: bool, cpu_s: fl
     bound = "gpu" if gpu_s >= tx else (xfer.bottleneck or "gpu")
     if cpu_s > t:
         t, bound = cpu_s, "cpu-launch"
-    return PhaseTime(gpu_ms=gpu_s * 1e3, transfer=xfer, cpu_launch_ms=cpu_s * 1e3, kernels=kernels,
-                     step_ms=t * 1e3, bound=bound)
+    return PhaseTime(gpu_ms=gpu_s * 1e3, transfer=xfer, cpu_launch_ms=cpu_s * 1e3, host_ms=host_s * 1e3,
+                     kernels=kernels, step_ms=(t + host_s) * 1e3, bound=bound)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -274,6 +277,9 @@ def estimate_offload_inference(
     ctx = _Ctx(db, ref, arch, shard, 1, precision, kv_precision)
     eng = get_engine(engine)
     assumptions = fallback_notes(ctx.rates, ctx.dtype)
+    if eng.host_overhead_s:
+        assumptions.append(f"host_overhead_ms = {eng.host_overhead_s * 1e3:g} per iteration (given), after the GPU "
+                           "work and transfers of each step")
     L = arch.layers
 
     # ---- memory: what must sit in HBM, what goes out ------------------------------------------------
@@ -385,7 +391,7 @@ def estimate_offload_inference(
         x = _transfer(db, m, reads, writes)
         k = eager_kernels(arch, tokens) if eager else 0
         cpu_s = k * launch_us * 1e-6 if eager else 0.0
-        return _combine(cost.time_s, x, L, overlap, cpu_s, k)
+        return _combine(cost.time_s, x, L, overlap, cpu_s, k, eng.host_overhead_s)
 
     ctx_mid = isl + osl / 2
     pre = phase("prefill", batch, batch * isl, isl, batch)

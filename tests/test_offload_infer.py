@@ -207,3 +207,36 @@ def test_cli_offload_and_pim():
     res = runner.invoke(app, ["estimate", "infer", "--model", "llama-3.1-8b", "--system", "1 x h100-sxm", "--isl",
                               "512", "--osl", "64", "--nvme", "nvme-gen4"])
     assert res.exit_code == 2 and "--offload" in res.stderr
+
+
+def test_engine_host_time_adds_to_every_step_and_memory_follows_the_engine(db):
+    base = estimate_offload_inference("llama-3.1-8b", "1 x h100-pcie", 1000, 100, offload={"weights"}, batch=8, db=db)
+    slow = estimate_offload_inference("llama-3.1-8b", "1 x h100-pcie", 1000, 100, offload={"weights"}, batch=8,
+                                      engine="default:host_overhead_ms=2.5", db=db)
+    for a, b in ((base.prefill, slow.prefill), (base.decode, slow.decode)):
+        assert a.host_ms == 0 and b.host_ms == 2.5
+        assert b.step_ms == pytest.approx(a.step_ms + 2.5)
+    assert slow.tpot_ms == pytest.approx(base.tpot_ms + 2.5)
+    assert any("host_overhead_ms = 2.5" in n for n in slow.assumptions)
+    # the engine's memory share is honoured: half the device leaves less HBM usable than the default's 0.9
+    vllm = estimate_offload_inference("llama-3.1-8b", "1 x h100-pcie", 1000, 100, offload={"weights"}, batch=8,
+                                      engine="vllm:gpu_memory_utilization=0.5", db=db)
+    assert vllm.hbm_bytes["usable"] < base.hbm_bytes["usable"]
+
+
+@pytest.mark.parametrize("extra, flags", [
+    (["--offload", "weights", "--scenario", "server", "--rate", "3"], "--scenario, --rate"),
+    (["--offload", "weights", "--gpus", "8"], "--gpus"),
+    (["--pim", "hbm-pim", "--tp", "2"], "--tp"),
+    (["--pim", "hbm-pim", "--engine", "vllm"], "--engine"),
+])
+def test_cli_rejects_flags_offload_and_pim_do_not_model(extra, flags):
+    from typer.testing import CliRunner
+
+    from perfmodel.cli import app
+
+    res = CliRunner().invoke(app, ["estimate", "infer", "--model", "llama-2-7b", "--system", "1 x h100-sxm", "--isl",
+                                   "512", "--osl", "64", "--batch", "8", *extra])
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {flags}: not modelled with") and "Traceback" not in res.output

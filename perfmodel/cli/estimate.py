@@ -72,14 +72,27 @@ def infer(
     if batch is not None and concurrency is not None and batch != concurrency:
         raise InputError("--batch and --concurrency: give one of them")
     db = database(specs)
-    if (pim or offload) and (isl_std or osl_std or isl_osl_corr):
-        raise InputError("--isl-std/--osl-std/--isl-osl-corr: not modelled with --pim or --offload")
+    if pim or offload:
+        given = {"--isl-std": isl_std, "--osl-std": osl_std, "--isl-osl-corr": isl_osl_corr, "--pp": pp != 1,
+                 "--ep": ep != 1, "--dp": dp, "--gpus": gpus, "--attention-dp": attention_dp,
+                 "--scenario": scenario != "offline", "--rate": rate, "--requests": requests,
+                 "--slo-ttft-ms": slo_ttft_ms, "--slo-tpot-ms": slo_tpot_ms, "--prefill-gpus": prefill_gpus,
+                 "--decode-gpus": decode_gpus, "--chunk-tokens": chunk_tokens, "--breakdown": show_breakdown,
+                 "--plot": plot}
+        if pim:
+            given |= {"--tp": tp != 1, "--engine": engine, "--eager": eager, "--offload-tier": offload_tier,
+                      "--host-memory": host_memory, "--cxl": cxl, "--nvme": nvme}
+        unused = [flag for flag, v in given.items() if v]
+        if unused:
+            what = "--pim (one GPU's decode step, fixed --batch)" if pim else \
+                "--offload (one tensor-parallel instance, fixed --batch, offline)"
+            raise InputError(f"{', '.join(unused)}: not modelled with {what}; drop {'them' if len(unused) > 1 else 'it'}")
     if pim:
         _infer_pim(model, system, isl, osl, pim, batch or concurrency or 1, precision, kv_precision, offload, json_out, db)
         return
     if offload:
         _infer_offload(model, system, isl, osl, offload, offload_tier, batch or concurrency or 1, precision,
-                       kv_precision, host_memory, cxl, nvme, tp, eager, json_out, db)
+                       kv_precision, host_memory, cxl, nvme, tp, eager, engine, json_out, db)
         return
     if host_memory or cxl or nvme or offload_tier or eager:
         raise InputError("--host-memory/--cxl/--nvme/--offload-tier/--eager: describe an --offload run")
@@ -102,13 +115,13 @@ def infer(
 
 
 def _infer_offload(model, system, isl, osl, offload, tier, batch, precision, kv_precision, host_memory, cxl, nvme, tp,
-                   eager, json_out, db) -> None:
+                   eager, engine, json_out, db) -> None:
     from ..offload_infer import estimate_offload_inference
 
     what = {w.strip() for w in offload.split(",") if w.strip()}
     r = estimate_offload_inference(model, system, isl, osl, offload=what, batch=batch, precision=precision,
                                    kv_precision=kv_precision, host_memory=host_memory, cxl=cxl, nvme=nvme, tp=tp,
-                                   tier=tier, eager=eager, db=db)
+                                   tier=tier, eager=eager, engine=engine, db=db)
     if json_out:
         print_json(r.model_dump(mode="json"))
         return
@@ -122,11 +135,13 @@ def _infer_offload(model, system, isl, osl, offload, tier, batch, precision, kv_
         t.add_row(item, ", ".join(f"{k} {v / 2**30:,.1f}" for k, v in where.items()))
     console.print(t)
     pt = Table(title="per phase", title_justify="left")
-    for col in ("phase", "GPU ms", "transfer ms", "CPU launch ms", "step ms", "bound"):
+    host = r.decode.host_ms > 0
+    cols = ("phase", "GPU ms", "transfer ms", "CPU launch ms") + (("host ms",) if host else ()) + ("step ms", "bound")
+    for col in cols:
         pt.add_column(col, justify="left" if col in ("phase", "bound") else "right")
     for name, ph in (("prefill", r.prefill), ("decode", r.decode)):
         pt.add_row(name, f"{ph.gpu_ms:,.2f}", f"{ph.transfer.time_ms:,.2f}", f"{ph.cpu_launch_ms:,.2f}",
-                   f"{ph.step_ms:,.2f}", ph.bound)
+                   *((f"{ph.host_ms:,.2f}",) if host else ()), f"{ph.step_ms:,.2f}", ph.bound)
     console.print(pt)
     if r.kv_overflow_context:
         console.print(f"the KV cache overflows HBM beyond {r.kv_overflow_context:,.0f} tokens per sequence")
