@@ -287,3 +287,61 @@ def test_grid_cases_are_the_generator_output():
     assert len(gen["public_keys"](public)) == 35
     ids = [c["id"] for paths in builtin_case_sets()["all"] for c in yaml.safe_load(paths.read_text())]
     assert len(ids) == len(set(ids))
+
+
+BORROW = """\
+- id: D1
+  kind: train
+  source: "Some Paper (arXiv:2205.05198), Table 3"
+  system: dgx-h100
+  gpus: 32
+  model: llama-3.1-70b
+  train: {seq_len: 4096, global_batch: 48, micro_batch: 1, tp: 8, pp: 4, dp: 1, vp: 5, precision: bf16,
+          recompute: selective}
+  measured: {metric: step_time_s, value: 10.0}
+- id: D2
+  kind: train
+  source: "Another paper, Table 9"
+  system: dgx-h100
+  gpus: 32
+  model: llama-3.1-70b
+  train: {seq_len: 4096, global_batch: 64, micro_batch: 2, tp: 8, pp: 4, dp: 1, precision: bf16,
+          recompute: selective}
+  measured: {metric: step_time_s, value: 10.0}
+- id: B1
+  kind: train
+  source: "Some Paper (arXiv:2205.05198), section 6"
+  system: dgx-h100
+  gpus: 128
+  model: llama-3.1-70b
+  train: {seq_len: 4096, global_batch: null, tp: 8, pp: 4, dp: 4, precision: bf16, recompute: full}
+  measured: {metric: mfu, value: 0.4}
+- id: B2
+  kind: train
+  source: "Some Paper (arXiv:2205.05198), section 6"
+  system: dgx-h100
+  gpus: 64
+  model: llama-3.1-70b
+  train: {seq_len: 4096, global_batch: null, tp: 8, pp: 8, dp: 1, precision: bf16}
+  measured: {metric: mfu, value: 0.4}
+"""
+
+
+def test_unstated_batch_borrows_the_same_papers_configuration(tmp_path, db):
+    """B1 leaves its batch out; D1 (same paper, model, system, TP, PP) runs 48 per replica with micro-batch 1
+    and 5 chunks, so B1 is predicted as 4 x 48 = 192 with those, and says so. D2 matches too but cites
+    another paper. B2's PP has no donor: it stays unpredicted."""
+    from perfmodel.training import estimate_training
+
+    f = tmp_path / "t.yaml"
+    f.write_text(BORROW)
+    res = {r.id: r for r in run_validation([f], db=db)}
+    direct = estimate_training("llama-3.1-70b", "dgx-h100", 128, seq_len=4096, global_batch=192, tp=8, pp=4, dp=4,
+                               vp=5, micro_batch=1, precision="bf16", recompute="full", db=db)
+    assert res["B1"].status == "ok" and res["B1"].predicted == pytest.approx(direct.mfu)
+    assert res["B1"].reason == ("global batch not stated: 48 per replica x DP 4 = 192 (micro_batch 1, vp 5), "
+                                "as case D1 runs the same model, TP and PP")
+    assert res["D1"].reason is None
+    assert res["B2"].status == "unsupported" and "global batch" in res["B2"].reason
+    out = CliRunner().invoke(app, ["validate", str(f)])
+    assert out.exit_code == 0 and "B1*" in out.stdout and "* B1: global batch not stated" in out.stdout

@@ -73,14 +73,21 @@ def _print(results, summary, by_device=None) -> None:
     t = Table(title="cases", title_justify="left")
     for col in ("id", "kind", "system", "metric", "measured", "predicted", "error %"):
         t.add_column(col, justify="right" if col in ("measured", "predicted", "error %") else "left", no_wrap=True)
+    notes = []
     for r in results:
         if r.status == "ok":
-            t.add_row(r.id, r.kind, r.system or "-", r.metric, fmt_num(r.measured), fmt_num(r.predicted),
+            mark = ""
+            if r.reason:
+                notes.append(f"{r.id}: {r.reason}")
+                mark = "*"
+            t.add_row(r.id + mark, r.kind, r.system or "-", r.metric, fmt_num(r.measured), fmt_num(r.predicted),
                       f"{r.error * 100:+.1f}")
         else:
             t.add_row(r.id, r.kind, r.system or "-", r.metric, fmt_num(r.measured) if r.measured else "-", "-",
                       f"{r.status}: {r.reason}"[:90])
     console.print(t)
+    for n in notes:
+        console.print(f"* {n}", soft_wrap=True)
     console.print(summary_table(summary))
     if by_device is not None:
         console.print(device_table(by_device))
