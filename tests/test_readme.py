@@ -16,7 +16,9 @@ from perfmodel.cli import app
 @pytest.mark.parametrize("marker,args", [("validate-table", ["--set", "public"]), ("validate-measured", ["--set", "measured"]),
                                          ("validate-by-device", ["--set", "public", "--by", "device"]),
                                          ("validate-grid", ["--set", "grid"]),
-                                         ("validate-grid-by-device", ["--set", "grid", "--by", "device"])])
+                                         ("validate-grid-by-device", ["--set", "grid", "--by", "device"]),
+                                         ("validate-online", ["--set", "online"]),
+                                         ("validate-online-by-device", ["--set", "online", "--by", "device"])])
 def test_readme_error_tables_are_current(marker, args):
     text = (ROOT / "README.md").read_text()
     m = re.search(rf"<!-- {marker}:start -->\n(.*?)\n<!-- {marker}:end -->", text, re.S)

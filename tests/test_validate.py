@@ -345,3 +345,43 @@ def test_unstated_batch_borrows_the_same_papers_configuration(tmp_path, db):
     assert res["B2"].status == "unsupported" and "global batch" in res["B2"].reason
     out = CliRunner().invoke(app, ["validate", str(f)])
     assert out.exit_code == 0 and "B1*" in out.stdout and "* B1: global batch not stated" in out.stdout
+
+
+def test_online_cases_are_the_generator_output():
+    """cases_online.yaml is exactly what benchmarks/cases/trtllm_014_online.py writes: the finite-rate rows the
+    server kept up with (reported req/s within 1 of the offered rate), a TTFT and an ITL case each, run as the
+    server scenario at that rate; the rows that fell behind (70B at 16 req/s finishing 12) are not there."""
+    import runpy
+
+    import yaml
+
+    from conftest import ROOT
+
+    gen = runpy.run_path(str(ROOT / "benchmarks" / "cases" / "trtllm_014_online.py"))
+    shipped = yaml.safe_load((ROOT / "perfmodel" / "validation" / "cases_online.yaml").read_text())
+    assert shipped == gen["cases"]() and len(shipped) == 88
+    assert gen["kept_up"](8, 7) and gen["kept_up"](32, 31) and not gen["kept_up"](16, 12)
+    first = {(c["measured"]["metric"], c["measured"]["value"]) for c in shipped[:2]}
+    assert first == {("ttft_ms", 62), ("tpot_ms", 21)}  # 70B, H100, TP 4, 467/256 at 2 req/s
+    assert all(c["infer"]["scenario"] == "server" and c["infer"]["rate"] for c in shipped)
+    assert not any(c["infer"]["rate"] == 16 and c["model"] == "llama-3.1-70b" and c["infer"]["osl"] == 256
+                   for c in shipped)
+
+
+def test_a_server_runs_request_count_does_not_turn_it_into_a_burst(tmp_path, db):
+    """`requests` in a server case is the run's size; the steady-state prediction is the same without it."""
+    base = """\
+- id: S1
+  kind: infer
+  source: synthetic
+  system: 1 x h100-sxm
+  gpus: 1
+  model: llama-3.1-8b
+  infer: {isl: 467, osl: 256, tp: 1, precision: bf16, scenario: server, rate: 4.0, REQ engine: TensorRT-LLM}
+  measured: {metric: tpot_ms, value: 9}
+"""
+    f1, f2 = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    f1.write_text(base.replace("REQ", "requests: 500,"))
+    f2.write_text(base.replace("REQ", ""))
+    (a,), (b,) = run_validation([f1], db=db), run_validation([f2], db=db)
+    assert a.status == "ok" and a.predicted == pytest.approx(b.predicted)

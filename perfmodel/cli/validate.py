@@ -19,7 +19,8 @@ def validate(
                                                           help="Case files (SCHEMA.md v1); default: the shipped cases (see --set).")] = None,
     case_set: Annotated[str, typer.Option("--set", help="Shipped cases to run when no FILE is given: public "
                                           "(published measurements), measured (perfmodel's own H100/H200 runs), "
-                                          "grid (the rest of TensorRT-LLM 0.17's throughput table) or all.")] = "all",
+                                          "grid (the rest of TensorRT-LLM 0.17's throughput table), online (TTFT and ITL at "
+                                          "finite request rates, TensorRT-LLM 0.14 + Triton) or all.")] = "all",
     kind: Annotated[Optional[str], typer.Option("--kind", help="Only this kind: train, infer, comm, gemm, membw, link.")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Predicted vs measured, log-log (PNG/SVG).", metavar="FILE")] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print only the summary as a Markdown table.")] = False,
