@@ -373,6 +373,9 @@ def estimate_inference(
     ctx = _Ctx(db, ref, arch, shard, pp, precision, kv_precision, eng.host_overhead_s)
     acc = ref.accelerator
     assumptions = fallback_notes(ctx.rates, ctx.dtype)
+    if eng.host_overhead_s and "host_overhead_s" not in eng.pinned:
+        assumptions.append(f"{eng.name}: {eng.host_overhead_s * 1e3:g} ms of executor host time per iteration "
+                           "(TensorRT-LLM's, measured at light load; host_overhead_ms=N to change it)")
     if lengths.varies:
         assumptions.append(f"request lengths vary: decode steps see a mean context of {lengths.decode_context:,.0f} "
                            f"tokens (fixed lengths: {isl + osl / 2:,.0f}) and sequences of {lengths.final_context:,.0f}")

@@ -278,7 +278,8 @@ def estimate_offload_inference(
     eng = get_engine(engine)
     assumptions = fallback_notes(ctx.rates, ctx.dtype)
     if eng.host_overhead_s:
-        assumptions.append(f"host_overhead_ms = {eng.host_overhead_s * 1e3:g} per iteration (given), after the GPU "
+        whose = "given" if "host_overhead_s" in eng.pinned else f"{eng.name}'s executor"
+        assumptions.append(f"host_overhead_ms = {eng.host_overhead_s * 1e3:g} per iteration ({whose}), after the GPU "
                            "work and transfers of each step")
     L = arch.layers
 
@@ -470,7 +471,7 @@ def kv_overflow_sweep(model, system, batch: int, contexts, *, precision: str = "
         rows.append({"context": c, "kv_bytes": kv_total, "kv_in_hbm": r.hbm_bytes["kv"],
                      "kv_swapped": kv_total - r.hbm_bytes["kv"], "overflows": kv_total > r.hbm_bytes["kv"] + 1,
                      "gpu_step_ms": r.decode.gpu_ms, "step_ms": r.decode.step_ms,
-                     "slowdown": r.decode.step_ms / r.decode.gpu_ms, "bound": r.decode.bound,
+                     "slowdown": r.decode.step_ms / (r.decode.gpu_ms + r.decode.host_ms), "bound": r.decode.bound,
                      "overflow_context": r.kv_overflow_context})
     return rows
 

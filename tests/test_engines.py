@@ -123,18 +123,40 @@ def test_kv_budgets_of_whole_device_and_fraction_of_free_engines():
 
 
 def test_host_overhead_is_paid_once_an_iteration(db):
-    """--engine "trtllm:host_overhead_ms=1": every engine iteration (a decode step, a prefill chunk) idles the
-    GPU 1 ms while the host schedules, so at a fixed batch the decode step and the prefill step grow by
-    exactly 1 ms and the breakdown shows it; no setting, no overhead."""
+    """--engine "trtllm:host_overhead_ms=N": every engine iteration (a decode step, a prefill chunk) idles the
+    GPU N ms while the host schedules, so at a fixed batch the decode step and the prefill step grow by
+    exactly the difference and the breakdown shows it; 0 turns it off."""
     eng = get_engine("trtllm:host_overhead_ms=1")
     assert eng.host_overhead_s == pytest.approx(1e-3) and eng.label == "trtllm:host_overhead_ms=1"
     kw = dict(precision="fp8", batch=256, db=db)
-    base = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 128, 128, engine="trtllm", **kw)
+    base = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 128, 128, engine="trtllm:host_overhead_ms=0", **kw)
     slow = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 128, 128, engine="trtllm:host_overhead_ms=1", **kw)
     assert slow.decode_step_ms == pytest.approx(base.decode_step_ms + 1.0, rel=1e-9)
     assert slow.prefill_step_ms == pytest.approx(base.prefill_step_ms + 1.0, rel=1e-9)
     assert slow.output_tokens_per_s < base.output_tokens_per_s
     assert any(r.name == "host_overhead" and r.time_us == pytest.approx(1000) for r in slow.breakdown)
     assert not any(r.name == "host_overhead" for r in base.breakdown)
-    with pytest.raises(InputError, match="positive milliseconds"):
+    with pytest.raises(InputError, match="milliseconds, 0 or more"):
         get_engine("trtllm:host_overhead_ms=-2")
+
+
+def test_tensorrt_executor_carries_its_measured_host_time(db):
+    """TensorRT-LLM's C++ executor engines carry TRT_EXECUTOR_HOST_MS per iteration: the mean of the four
+    light-load gaps (7-6.19, 5-4.75, 18-16.92, 15-13.52 ms) of NVIDIA's 0.14 online table. vLLM and SGLang
+    carry none, a PyTorch-backend description gets 0 (its overlap scheduler hides the host work), and the
+    estimate says where the time came from."""
+    from perfmodel.engines import TRT_EXECUTOR_HOST_MS, engine_from_text
+
+    gaps = [7 - 6.19, 5 - 4.75, 18 - 16.92, 15 - 13.52]
+    assert TRT_EXECUTOR_HOST_MS == pytest.approx(sum(gaps) / 4, abs=0.01)
+    for name in ("default", "trtllm", "trtllm-bench", "tensorrt-llm"):
+        assert get_engine(name).host_overhead_s == pytest.approx(TRT_EXECUTOR_HOST_MS / 1e3)
+    assert get_engine("vllm").host_overhead_s == 0 and get_engine("sglang").host_overhead_s == 0
+    assert engine_from_text("TensorRT-LLM v1.0 (trtllm-bench, PyTorch backend)") == "trtllm-bench:host_overhead_ms=0"
+    assert engine_from_text("TensorRT-LLM 0.17 (trtllm-bench)") == "trtllm-bench"
+    kw = dict(precision="fp8", batch=64, db=db)
+    off = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 128, 128, engine="trtllm:host_overhead_ms=0", **kw)
+    on = estimate_inference("llama-3.1-8b", "1 x h100-sxm", 128, 128, engine="trtllm", **kw)
+    assert on.decode_step_ms == pytest.approx(off.decode_step_ms + TRT_EXECUTOR_HOST_MS, rel=1e-9)
+    assert any("0.9 ms of executor host time" in a for a in on.assumptions)
+    assert not any("executor host time" in a for a in off.assumptions)

@@ -28,13 +28,15 @@ def test_weights_offload_over_pcie_hand_checked(db):
     assert r.decode.transfer.time_ms == pytest.approx(LAYERS_8B / PCIE * 1e3)  # 270.2 ms
     assert r.decode.transfer.bottleneck == "pcie5-x16" and r.bottleneck == "pcie5-x16"
     gpu = r.decode.gpu_ms
-    assert r.decode.step_ms == pytest.approx(max(gpu, 270.2123) + min(gpu, 270.2123) / 32, rel=1e-4)
+    host = r.decode.host_ms  # the default (TensorRT-LLM-like) engine's host time per iteration, serial
+    assert host == pytest.approx(0.9)
+    assert r.decode.step_ms == pytest.approx(max(gpu, 270.2123) + min(gpu, 270.2123) / 32 + host, rel=1e-4)
     assert r.placement["weights"] == {"host-ddr5": pytest.approx(LAYERS_8B), "hbm": pytest.approx(EMB_8B)}
     assert r.decode_tokens_per_s == pytest.approx(8 / (r.decode.step_ms / 1e3))
     # without overlap the two add up
     r2 = estimate_offload_inference("llama-3.1-8b", "1 x h100-pcie", 1000, 100, offload={"weights"}, batch=8,
                                     overlap=False, db=db)
-    assert r2.decode.step_ms == pytest.approx(gpu + LAYERS_8B / PCIE * 1e3)
+    assert r2.decode.step_ms == pytest.approx(gpu + LAYERS_8B / PCIE * 1e3 + host)
     # GH200: same bytes over NVLink-C2C (450 x 0.83 GB/s) -- ~7x faster streaming
     g = estimate_offload_inference("llama-3.1-8b", "gh200-node", 1000, 100, offload={"weights"}, batch=8, db=db)
     assert g.decode.transfer.time_ms == pytest.approx(LAYERS_8B / (450 * 0.83e9) * 1e3)
@@ -60,7 +62,7 @@ def test_kv_overflow_hand_checked(db):
 
 def test_kv_fits_means_no_traffic(db):
     r = estimate_offload_inference("llama-3.1-8b", "1 x h100-pcie", 1000, 100, offload={"kv"}, batch=8, db=db)
-    assert r.decode.transfer.time_ms == 0 and r.decode.step_ms == pytest.approx(r.decode.gpu_ms)
+    assert r.decode.transfer.time_ms == 0 and r.decode.step_ms == pytest.approx(r.decode.gpu_ms + r.decode.host_ms)
     assert "host-ddr5" not in r.placement.get("kv", {})
 
 
@@ -210,14 +212,18 @@ def test_cli_offload_and_pim():
 
 
 def test_engine_host_time_adds_to_every_step_and_memory_follows_the_engine(db):
-    base = estimate_offload_inference("llama-3.1-8b", "1 x h100-pcie", 1000, 100, offload={"weights"}, batch=8, db=db)
+    base = estimate_offload_inference("llama-3.1-8b", "1 x h100-pcie", 1000, 100, offload={"weights"}, batch=8,
+                                      engine="default:host_overhead_ms=0", db=db)
     slow = estimate_offload_inference("llama-3.1-8b", "1 x h100-pcie", 1000, 100, offload={"weights"}, batch=8,
                                       engine="default:host_overhead_ms=2.5", db=db)
     for a, b in ((base.prefill, slow.prefill), (base.decode, slow.decode)):
         assert a.host_ms == 0 and b.host_ms == 2.5
         assert b.step_ms == pytest.approx(a.step_ms + 2.5)
     assert slow.tpot_ms == pytest.approx(base.tpot_ms + 2.5)
-    assert any("host_overhead_ms = 2.5" in n for n in slow.assumptions)
+    assert any("host_overhead_ms = 2.5 per iteration (given)" in n for n in slow.assumptions)
+    assert not any("host_overhead_ms" in n for n in base.assumptions)
+    dflt = estimate_offload_inference("llama-3.1-8b", "1 x h100-pcie", 1000, 100, offload={"weights"}, batch=8, db=db)
+    assert any("host_overhead_ms = 0.9 per iteration (default's executor)" in n for n in dflt.assumptions)
     # the engine's memory share is honoured: half the device leaves less HBM usable than the default's 0.9
     vllm = estimate_offload_inference("llama-3.1-8b", "1 x h100-pcie", 1000, 100, offload={"weights"}, batch=8,
                                       engine="vllm:gpu_memory_utilization=0.5", db=db)
